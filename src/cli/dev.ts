@@ -1,0 +1,5 @@
+// Placeholder until the command lands; see the open issue for its scope.
+export async function run(_argv: string[]): Promise<number> {
+  process.stderr.write('castellan dev: not available yet\n');
+  return 2;
+}

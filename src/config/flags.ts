@@ -75,7 +75,7 @@ export function parseCommand(
   const all: FlagSpec[] = [...specs, { name: 'help', type: 'boolean', help: 'show this help', layered: false }];
   if (opts.configFlag !== false) all.push({ name: 'config', type: 'string', arg: 'FILE', help: 'YAML config file', layered: false });
   const options: Record<string, { type: 'string' | 'boolean'; multiple?: boolean }> = {};
-  for (const s of all) options[s.name] = { type: s.type, multiple: s.multiple };
+  for (const s of all) options[s.name] = s.multiple ? { type: s.type, multiple: true } : { type: s.type };
   let parsed: { values: Record<string, unknown>; positionals: string[] };
   try {
     parsed = parseArgs({ args: argv, options, strict: true, allowPositionals: opts.allowPositionals ?? false });

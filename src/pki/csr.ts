@@ -1,0 +1,207 @@
+/**
+ * PKCS#10 CSR parsing and proof of possession, on the hot path.
+ *
+ * Order of checks: PEM framing → DER structure → key policy → signature.
+ * Only the public key leaves this module as something that will be signed;
+ * the URI SANs are returned so the caller can refuse a CSR that asks for an
+ * identity other than the authenticated one. Nothing else from the CSR is
+ * ever used.
+ */
+import { createPublicKey, verify, type KeyObject } from 'node:crypto';
+import { CastellanError } from '../platform/errors.ts';
+import { bytesEqual, children, expectTag, hex, malformed, oidString, readTlv, validateTree, type Tlv } from './der.ts';
+
+export interface CsrInfo {
+  /** DER SubjectPublicKeyInfo of the CSR key, verbatim. */
+  readonly spki: Uint8Array;
+  readonly keyType: 'ec-p256' | 'ec-p384' | 'rsa';
+  readonly keyBits: number;
+  /** URI SANs requested in the CSR's extensionRequest (informational; never trusted). */
+  readonly uriSans: readonly string[];
+}
+
+/** Largest CSR PEM accepted (a P-256 CSR is ~500 bytes, RSA-4096 ~1.7 KB). */
+export const MAX_CSR_PEM_BYTES = 16 * 1024;
+
+const OID_EC_PUBLIC_KEY = '1.2.840.10045.2.1';
+const OID_RSA = '1.2.840.113549.1.1.1';
+const OID_P256 = '1.2.840.10045.3.1.7';
+const OID_P384 = '1.3.132.0.34';
+const OID_EXTENSION_REQUEST = '1.2.840.113549.1.9.14';
+const OID_SAN = '2.5.29.17';
+const SIG_ALGS: Record<string, { hash: string; key: 'ec' | 'rsa' }> = {
+  '1.2.840.10045.4.3.2': { hash: 'sha256', key: 'ec' },
+  '1.2.840.10045.4.3.3': { hash: 'sha384', key: 'ec' },
+  '1.2.840.10045.4.3.4': { hash: 'sha512', key: 'ec' },
+  '1.2.840.113549.1.1.11': { hash: 'sha256', key: 'rsa' },
+  '1.2.840.113549.1.1.12': { hash: 'sha384', key: 'rsa' },
+  '1.2.840.113549.1.1.13': { hash: 'sha512', key: 'rsa' },
+};
+const NULL = hex('0500');
+const PEM_RE = /^\s*-----BEGIN CERTIFICATE REQUEST-----\r?\n([A-Za-z0-9+/\r\n]+={0,2})\r?\n?-----END CERTIFICATE REQUEST-----\s*$/;
+
+function keyPolicy(msg: string): CastellanError {
+  return new CastellanError('INVALID_ARGUMENT', 'csr.key_policy', `CSR key refused: ${msg}`);
+}
+
+/** Decodes exactly one PEM "CERTIFICATE REQUEST" block to DER. */
+export function csrPemToDer(pem: string): Buffer {
+  if (typeof pem !== 'string') throw malformed('not text');
+  if (pem.length > MAX_CSR_PEM_BYTES) throw malformed(`larger than ${MAX_CSR_PEM_BYTES} bytes`);
+  const m = PEM_RE.exec(pem);
+  if (!m) {
+    const n = (pem.match(/-----BEGIN /g) ?? []).length;
+    throw malformed(n > 1 ? 'more than one PEM block' : 'expected one PEM block labelled CERTIFICATE REQUEST');
+  }
+  const b64 = m[1]!.replace(/\s+/g, '');
+  const der = Buffer.from(b64, 'base64');
+  if (der.toString('base64') !== b64) throw malformed('invalid base64');
+  return der;
+}
+
+interface ParsedKey {
+  key: KeyObject;
+  keyType: CsrInfo['keyType'];
+  keyBits: number;
+}
+
+function parseSpki(buf: Uint8Array, spki: Tlv): ParsedKey {
+  const [alg, bits, ...rest] = children(buf, expectTag(spki, 0x30, 'public key info'), 'public key info');
+  if (!alg || !bits || rest.length) throw malformed('public key info must have two elements');
+  const algParts = children(buf, expectTag(alg, 0x30, 'public key algorithm'), 'public key algorithm');
+  const oid = oidString(buf, algParts[0] ?? malformedTlv('public key algorithm'), 'public key algorithm');
+  expectTag(bits, 0x03, 'public key');
+  if (buf[bits.valueStart] !== 0) throw malformed('public key bit string has unused bits');
+  const point = buf.subarray(bits.valueStart + 1, bits.end);
+  if (oid === OID_EC_PUBLIC_KEY) {
+    const curveTlv = algParts[1];
+    if (!curveTlv || algParts.length !== 2 || curveTlv.tag !== 0x06) throw keyPolicy('EC key without a named curve');
+    const curve = oidString(buf, curveTlv, 'EC curve');
+    const size = curve === OID_P256 ? 32 : curve === OID_P384 ? 48 : 0;
+    if (!size) throw keyPolicy(`EC curve ${curve} is not allowed (use P-256 or P-384)`);
+    if (point.length !== 1 + 2 * size || point[0] !== 0x04) throw keyPolicy('EC public key must be an uncompressed point');
+    // Importing the key from its JWK coordinates is faster than parsing the SPKI
+    // again, and node:crypto checks that the point lies on the curve.
+    let key: KeyObject;
+    try {
+      key = createPublicKey({
+        key: {
+          kty: 'EC',
+          crv: size === 32 ? 'P-256' : 'P-384',
+          x: Buffer.from(point.subarray(1, 1 + size)).toString('base64url'),
+          y: Buffer.from(point.subarray(1 + size)).toString('base64url'),
+        },
+        format: 'jwk',
+      });
+    } catch {
+      throw keyPolicy('EC public key is not a point on the curve');
+    }
+    return { key, keyType: size === 32 ? 'ec-p256' : 'ec-p384', keyBits: size * 8 };
+  }
+  if (oid === OID_RSA) {
+    if (algParts.length !== 2 || !bytesEqual(buf, algParts[1]!, NULL)) throw malformed('RSA key algorithm parameters must be NULL');
+    const rsa = readTlv(buf, bits.valueStart + 1, bits.end, 'RSA public key');
+    if (rsa.end !== bits.end) throw malformed('RSA public key has trailing bytes');
+    const [n, e, ...more] = children(buf, expectTag(rsa, 0x30, 'RSA public key'), 'RSA public key');
+    if (!n || !e || more.length) throw malformed('RSA public key must have a modulus and an exponent');
+    expectTag(n, 0x02, 'RSA modulus');
+    expectTag(e, 0x02, 'RSA exponent');
+    let nStart = n.valueStart;
+    if (buf[nStart] === 0) nStart++;
+    const nBytes = n.end - nStart;
+    const keyBits = nBytes * 8 - Math.clz32(buf[nStart]!) + 24;
+    if (keyBits < 2048 || keyBits > 4096) throw keyPolicy(`RSA key of ${keyBits} bits (allowed: 2048 to 4096)`);
+    if (!bytesEqual(buf, e, hex('0203010001'))) throw keyPolicy('RSA public exponent must be 65537');
+    let key: KeyObject;
+    try {
+      key = createPublicKey({ key: Buffer.from(buf.subarray(spki.start, spki.end)), format: 'der', type: 'spki' });
+    } catch {
+      throw keyPolicy('RSA public key cannot be imported');
+    }
+    return { key, keyType: 'rsa', keyBits };
+  }
+  throw keyPolicy(`key algorithm ${oid} is not allowed (use ECDSA P-256/P-384 or RSA 2048-4096)`);
+}
+
+function malformedTlv(what: string): never {
+  throw malformed(`${what}: missing`);
+}
+
+/** URI SANs of the extensionRequest attribute; duplicate extensions or attributes are refused. */
+function requestedUris(buf: Uint8Array, attrs: Tlv | undefined): string[] {
+  if (!attrs) return [];
+  const uris: string[] = [];
+  let sawExtReq = false;
+  for (const attr of children(buf, attrs, 'attributes', 32)) {
+    const [type, values, ...more] = children(buf, expectTag(attr, 0x30, 'attribute'), 'attribute');
+    if (!type || !values || more.length) throw malformed('attribute must have a type and a value set');
+    if (oidString(buf, type, 'attribute type') !== OID_EXTENSION_REQUEST) continue;
+    if (sawExtReq) throw malformed('more than one extensionRequest attribute');
+    sawExtReq = true;
+    const vals = children(buf, expectTag(values, 0x31, 'extensionRequest values'), 'extensionRequest values');
+    if (vals.length !== 1) throw malformed('extensionRequest must hold exactly one extension list');
+    const seen = new Set<string>();
+    for (const ext of children(buf, expectTag(vals[0]!, 0x30, 'extensions'), 'extensions', 64)) {
+      const parts = children(buf, expectTag(ext, 0x30, 'extension'), 'extension');
+      const id = oidString(buf, parts[0] ?? malformedTlv('extension id'), 'extension id');
+      if (seen.has(id)) throw malformed(`duplicate extension ${id}`);
+      seen.add(id);
+      const value = parts[parts.length - 1]!;
+      expectTag(value, 0x04, 'extension value');
+      if (parts.length === 3) expectTag(parts[1]!, 0x01, 'extension critical flag');
+      else if (parts.length !== 2) throw malformed('extension has the wrong number of elements');
+      if (id !== OID_SAN) continue;
+      const names = readTlv(buf, value.valueStart, value.end, 'subjectAltName');
+      if (names.end !== value.end) throw malformed('subjectAltName has trailing bytes');
+      for (const gn of children(buf, expectTag(names, 0x30, 'subjectAltName'), 'subjectAltName', 32)) {
+        if (gn.tag !== 0x86) continue;
+        const bytes = buf.subarray(gn.valueStart, gn.end);
+        for (const b of bytes) if (b < 0x21 || b > 0x7e) throw malformed('URI SAN has characters outside printable ASCII');
+        uris.push(Buffer.from(bytes).toString('latin1'));
+      }
+    }
+  }
+  return uris;
+}
+
+/**
+ * Parses exactly one PEM CSR, enforces the key policy (EC P-256/P-384;
+ * RSA 2048-4096 with e=65537) and verifies the self-signature.
+ * Throws CastellanError INVALID_ARGUMENT with code csr.malformed,
+ * csr.key_policy or csr.bad_signature.
+ */
+export function parseAndVerifyCsr(pem: string): CsrInfo {
+  const der = csrPemToDer(pem);
+  const outer = readTlv(der, 0, der.length, 'CSR');
+  if (outer.end !== der.length) throw malformed('trailing bytes after the CSR');
+  expectTag(outer, 0x30, 'CSR');
+  const [cri, sigAlg, sig, ...extra] = children(der, outer, 'CSR');
+  if (!cri || !sigAlg || !sig || extra.length) throw malformed('CSR must have three elements');
+  validateTree(der, cri, 'certification request info');
+  const [version, subject, spki, attrs, ...more] = children(der, expectTag(cri, 0x30, 'certification request info'), 'certification request info');
+  if (!version || !subject || !spki || more.length) throw malformed('certification request info has the wrong number of elements');
+  if (!bytesEqual(der, version, hex('020100'))) throw malformed('version must be 0');
+  expectTag(subject, 0x30, 'subject');
+  if (attrs && attrs.tag !== 0xa0) throw malformed('attributes must be tagged [0]');
+  const key = parseSpki(der, spki);
+  const uriSans = requestedUris(der, attrs);
+
+  const algParts = children(der, expectTag(sigAlg, 0x30, 'signature algorithm'), 'signature algorithm');
+  const algOid = oidString(der, algParts[0] ?? malformedTlv('signature algorithm'), 'signature algorithm');
+  const alg = SIG_ALGS[algOid];
+  if (!alg) throw malformed(`signature algorithm ${algOid} is not supported`);
+  if (alg.key === 'ec' ? algParts.length !== 1 : !(algParts.length === 1 || (algParts.length === 2 && bytesEqual(der, algParts[1]!, NULL)))) {
+    throw malformed('signature algorithm has unexpected parameters');
+  }
+  if ((alg.key === 'ec') !== key.keyType.startsWith('ec')) throw malformed('signature algorithm does not match the key type');
+  expectTag(sig, 0x03, 'signature');
+  if (der[sig.valueStart] !== 0) throw malformed('signature bit string has unused bits');
+  let ok = false;
+  try {
+    ok = verify(alg.hash, der.subarray(cri.start, cri.end), { key: key.key, dsaEncoding: 'der' }, der.subarray(sig.valueStart + 1, sig.end));
+  } catch {
+    ok = false;
+  }
+  if (!ok) throw new CastellanError('INVALID_ARGUMENT', 'csr.bad_signature', 'CSR signature does not verify with its public key (no proof of possession)');
+  return { spki: der.subarray(spki.start, spki.end), keyType: key.keyType, keyBits: key.keyBits, uriSans };
+}

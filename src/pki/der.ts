@@ -1,0 +1,121 @@
+/**
+ * A minimal, strict DER reader and writer for the hot path.
+ *
+ * Reading accepts only DER: definite lengths in minimal form, low tag
+ * numbers, no bytes past the end of a value, nesting bounded. Every defect is
+ * a CastellanError('INVALID_ARGUMENT', 'csr.malformed') naming what was wrong,
+ * never a crash or a foreign exception.
+ */
+import { CastellanError } from '../platform/errors.ts';
+
+export interface Tlv {
+  readonly tag: number;
+  /** offset of the tag byte */
+  readonly start: number;
+  /** offset of the first content byte */
+  readonly valueStart: number;
+  /** offset just past the value */
+  readonly end: number;
+}
+
+export function malformed(what: string): CastellanError {
+  return new CastellanError('INVALID_ARGUMENT', 'csr.malformed', `malformed CSR: ${what}`);
+}
+
+/** Reads one TLV at `pos` that must end at or before `limit`. */
+export function readTlv(buf: Uint8Array, pos: number, limit: number, what: string): Tlv {
+  if (pos + 2 > limit) throw malformed(`${what}: truncated`);
+  const tag = buf[pos]!;
+  if ((tag & 0x1f) === 0x1f) throw malformed(`${what}: high tag numbers are not allowed`);
+  let len = buf[pos + 1]!;
+  let p = pos + 2;
+  if (len === 0x80) throw malformed(`${what}: indefinite length is not DER`);
+  if (len > 0x80) {
+    const n = len & 0x7f;
+    if (n > 3) throw malformed(`${what}: length too large`);
+    if (p + n > limit) throw malformed(`${what}: truncated length`);
+    len = 0;
+    for (let i = 0; i < n; i++) len = (len << 8) | buf[p + i]!;
+    if (buf[p] === 0 || len < 0x80) throw malformed(`${what}: length not minimally encoded`);
+    p += n;
+  }
+  const end = p + len;
+  if (end > limit) throw malformed(`${what}: value runs past its container`);
+  return { tag, start: pos, valueStart: p, end };
+}
+
+export function expectTag(t: Tlv, tag: number, what: string): Tlv {
+  if (t.tag !== tag) throw malformed(`${what}: expected tag 0x${tag.toString(16)}, found 0x${t.tag.toString(16)}`);
+  return t;
+}
+
+/** The TLVs directly inside a constructed value, which must fill it exactly. */
+export function children(buf: Uint8Array, parent: Tlv, what: string, max = 64): Tlv[] {
+  if ((parent.tag & 0x20) === 0) throw malformed(`${what}: expected a constructed value`);
+  const out: Tlv[] = [];
+  let p = parent.valueStart;
+  while (p < parent.end) {
+    if (out.length >= max) throw malformed(`${what}: too many elements`);
+    const t = readTlv(buf, p, parent.end, what);
+    out.push(t);
+    p = t.end;
+  }
+  return out;
+}
+
+/** Checks that every constructed value below `t` is well-formed DER (bounded depth). */
+export function validateTree(buf: Uint8Array, t: Tlv, what: string, depth = 0): void {
+  if (depth > 16) throw malformed(`${what}: nested too deeply`);
+  if ((t.tag & 0x20) === 0) return;
+  for (const c of children(buf, t, what, 1024)) validateTree(buf, c, what, depth + 1);
+}
+
+/** Dotted form of an OID value; arcs bounded to 2^53 and 32 arcs. */
+export function oidString(buf: Uint8Array, t: Tlv, what: string): string {
+  if (t.tag !== 0x06) throw malformed(`${what}: expected an OBJECT IDENTIFIER`);
+  const len = t.end - t.valueStart;
+  if (len === 0 || len > 64) throw malformed(`${what}: OBJECT IDENTIFIER has a bad length`);
+  const arcs: number[] = [];
+  let v = 0;
+  let first = true;
+  for (let i = t.valueStart; i < t.end; i++) {
+    const b = buf[i]!;
+    if (v === 0 && b === 0x80) throw malformed(`${what}: OBJECT IDENTIFIER arc not minimally encoded`);
+    v = v * 128 + (b & 0x7f);
+    if (v > Number.MAX_SAFE_INTEGER / 256) throw malformed(`${what}: OBJECT IDENTIFIER arc too large`);
+    if ((b & 0x80) === 0) {
+      if (first) {
+        const a = v < 40 ? 0 : v < 80 ? 1 : 2;
+        arcs.push(a, v - a * 40);
+        first = false;
+      } else arcs.push(v);
+      v = 0;
+    }
+  }
+  if ((buf[t.end - 1]! & 0x80) !== 0) throw malformed(`${what}: OBJECT IDENTIFIER truncated`);
+  return arcs.join('.');
+}
+
+export function bytesEqual(buf: Uint8Array, t: Tlv, expected: Uint8Array): boolean {
+  if (t.end - t.start !== expected.length) return false;
+  for (let i = 0; i < expected.length; i++) if (buf[t.start + i] !== expected[i]) return false;
+  return true;
+}
+
+// ---- writing ----
+
+export function lengthBytes(n: number): Uint8Array {
+  if (n < 0x80) return Uint8Array.of(n);
+  if (n < 0x100) return Uint8Array.of(0x81, n);
+  if (n < 0x10000) return Uint8Array.of(0x82, n >> 8, n & 0xff);
+  return Uint8Array.of(0x83, n >> 16, (n >> 8) & 0xff, n & 0xff);
+}
+
+/** Encodes tag + length + the concatenation of `parts`. */
+export function tlv(tag: number, ...parts: Uint8Array[]): Buffer {
+  let len = 0;
+  for (const p of parts) len += p.length;
+  return Buffer.concat([Uint8Array.of(tag), lengthBytes(len), ...parts]);
+}
+
+export const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ''), 'hex');

@@ -4,7 +4,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['node_modules/**', 'dist/**', 'src/gen/**', 'coverage/**', '.castellan/**', 'var/**'] },
+  { ignores: ['scratch/**', 'node_modules/**', 'dist/**', 'src/gen/**', 'coverage/**', '.castellan/**', 'var/**'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

@@ -49,6 +49,7 @@ describe('server configuration: defaults < file < env < flags', () => {
     ['plaintext-public', ['--plaintext'], /--plaintext is only allowed on a loopback/],
     ['unix-without-plaintext', ['--grpc-listen', 'unix:/tmp/x.sock'], /requires --plaintext/],
     ['two-jwks-sources', ['--jwks-file', 'a', '--jwks-uri', 'http://b'], /only one of/],
+    ['jwks-without-issuer', ['--jwks-file', 'a'], /need --jwt-issuer/],
     ['bad-trust-domain', ['--trust-domain', 'Upper.Case'], /--trust-domain/],
     ['bad-listen', ['--grpc-listen', 'nowhere'], /--grpc-listen must be host:port/],
     ['bad-workers', ['--signer-workers', 'many'], /--signer-workers must be a whole number/],

@@ -1,0 +1,91 @@
+/**
+ * Load generator for bench/grpc-e2e.ts, run as its own process so the
+ * server's CPU time is the server's alone. Reads a job (JSON) on argv[2]:
+ * { target, rootPem, requests: [{csr, token}], mode: 'closed'|'open',
+ *   concurrency, ratePerSec, durationMs }
+ * and prints one JSON line: { done, errors, codes, latenciesMs (sorted sample), elapsedMs }.
+ */
+import { readFileSync } from 'node:fs';
+import * as grpc from '@grpc/grpc-js';
+import { create } from '@bufbuild/protobuf';
+import { IstioCertificateRequestSchema, IstioCertificateService } from '../../src/gen/istio/v1/auth/ca_pb.js';
+import { createClient } from '../../src/grpc/service.ts';
+
+interface Job {
+  target: string;
+  rootPem: string;
+  requests: { csr: string; token: string }[];
+  mode: 'closed' | 'open';
+  concurrency: number;
+  ratePerSec: number;
+  durationMs: number;
+  channels: number;
+}
+
+const job = JSON.parse(readFileSync(process.argv[2]!, 'utf8')) as Job;
+const clients = Array.from({ length: job.channels }, (_, i) =>
+  createClient(IstioCertificateService, job.target, grpc.credentials.createSsl(Buffer.from(job.rootPem)), {
+    'grpc.ssl_target_name_override': 'localhost',
+    'grpc.default_authority': 'localhost',
+    'grpc.channel_id': i, // distinct channels, not one shared subchannel
+  } as grpc.ClientOptions),
+);
+const reqs = job.requests.map((r) => ({ msg: create(IstioCertificateRequestSchema, { csr: r.csr, validityDuration: 3600n }), token: r.token }));
+
+let next = 0;
+let done = 0;
+let errors = 0;
+const codes: Record<string, number> = {};
+const lat: number[] = [];
+
+async function one(): Promise<void> {
+  const i = next++;
+  const r = reqs[i % reqs.length]!;
+  const md = new grpc.Metadata();
+  md.set('authorization', `Bearer ${r.token}`);
+  const t0 = performance.now();
+  try {
+    await clients[i % clients.length]!.createCertificate(r.msg, { metadata: md, deadline: Date.now() + 30_000 });
+    done++;
+  } catch (e) {
+    errors++;
+    const c = grpc.status[(e as grpc.ServiceError).code] ?? 'UNKNOWN';
+    codes[c] = (codes[c] ?? 0) + 1;
+  }
+  lat.push(performance.now() - t0);
+}
+
+// Warm up connections (TLS handshakes) before the clock starts.
+await Promise.all(clients.map((_, i) => { next = i; return one(); }));
+done = 0; errors = 0; lat.length = 0; next = 0;
+process.stdout.write('READY\n');
+await new Promise<void>((resolve) => process.stdin.once('data', () => resolve()));
+
+const start = performance.now();
+const end = start + job.durationMs;
+if (job.mode === 'closed') {
+  await Promise.all(
+    Array.from({ length: job.concurrency }, async () => {
+      while (performance.now() < end) await one();
+    }),
+  );
+} else {
+  const interval = 1000 / job.ratePerSec;
+  const inflight = new Set<Promise<void>>();
+  let due = start;
+  while (performance.now() < end) {
+    const now = performance.now();
+    while (due <= now) {
+      const p = one().finally(() => inflight.delete(p));
+      inflight.add(p);
+      due += interval;
+    }
+    await new Promise((r) => setTimeout(r, Math.max(0, Math.min(2, due - performance.now()))));
+  }
+  await Promise.all(inflight);
+}
+const elapsedMs = performance.now() - start;
+lat.sort((a, b) => a - b);
+process.stdout.write(JSON.stringify({ done, errors, codes, latenciesMs: lat, elapsedMs }) + '\n');
+for (const c of clients) c.close();
+process.exit(0);

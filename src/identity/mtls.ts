@@ -1,0 +1,62 @@
+/**
+ * Renewal over mutual TLS: a caller presenting a valid workload certificate
+ * from this CA gets its own identity again. The TLS layer has already proved
+ * possession of the key and verified the chain to our bundle (grpc-js only
+ * exposes an authorized peer certificate); here the certificate must also be
+ * a leaf signed directly by one of our signing certificates, currently
+ * valid, with exactly one SPIFFE URI SAN naming a workload of our trust
+ * domain. Names are read structurally from the SAN extension, never from
+ * Node's subjectAltName string (security.md C7).
+ */
+import { X509Certificate } from 'node:crypto';
+import { x509 } from '../platform/x509.ts';
+import { CastellanError } from '../platform/errors.ts';
+import { parseWorkloadSpiffeId, type WorkloadIdentity } from '../spiffe/id.ts';
+import type { Caller } from './types.ts';
+
+export interface PeerTrust {
+  trustDomain: string;
+  /** DER of every certificate allowed to have signed a workload leaf (active and still-trusted signers). */
+  signerCertsDer: readonly Uint8Array[];
+}
+
+function denied(reason: string): CastellanError {
+  return new CastellanError('UNAUTHENTICATED', 'auth.peer_certificate', `client certificate not accepted: ${reason}`);
+}
+
+/** URI SANs of a certificate, parsed from the extension's ASN.1. */
+export function uriSans(der: Uint8Array): string[] {
+  const c = new x509.X509Certificate(der);
+  const san = c.getExtension(x509.SubjectAlternativeNameExtension);
+  if (!san) return [];
+  return san.names.items.filter((n) => n.type === 'url').map((n) => n.value);
+}
+
+export function authenticatePeerCertificate(peerDer: Uint8Array, trust: PeerTrust, now: number): Caller {
+  let cert: X509Certificate;
+  let sans: string[];
+  let isCa: boolean;
+  try {
+    cert = new X509Certificate(peerDer);
+    const pc = new x509.X509Certificate(peerDer);
+    isCa = pc.getExtension(x509.BasicConstraintsExtension)?.ca === true;
+    sans = uriSans(peerDer);
+  } catch (e) {
+    throw new CastellanError('UNAUTHENTICATED', 'auth.peer_certificate', 'client certificate cannot be parsed', { cause: e });
+  }
+  if (isCa) throw denied('it is a CA certificate');
+  const signer = trust.signerCertsDer.map((d) => new X509Certificate(d)).find((s) => cert.checkIssued(s) && cert.verify(s.publicKey));
+  if (!signer) throw denied('it was not issued by this CA');
+  const nb = Date.parse(cert.validFrom);
+  const na = Date.parse(cert.validTo);
+  if (!(nb <= now && now < na)) throw denied('it is expired or not yet valid');
+  if (sans.length !== 1) throw denied(`it must have exactly one URI SAN, found ${sans.length}`);
+  let identity: WorkloadIdentity;
+  try {
+    identity = parseWorkloadSpiffeId(sans[0]!);
+  } catch {
+    throw denied('its URI SAN is not a workload SPIFFE ID');
+  }
+  if (identity.trustDomain !== trust.trustDomain) throw denied(`its trust domain is "${identity.trustDomain}", not "${trust.trustDomain}"`);
+  return { spiffeId: sans[0]!, identity, method: 'mtls', expiresAt: na };
+}

@@ -1,0 +1,129 @@
+/**
+ * CreateCertificate, transport-free: authenticate → check the request →
+ * sign (batched, off-thread) → assemble the chain. The gRPC adapter in
+ * ca-server.ts only moves bytes and statuses.
+ *
+ * Identity comes only from the authenticated caller; the CSR contributes its
+ * public key (after its self-signature verifies) and nothing else.
+ */
+import type { JsonObject } from '@bufbuild/protobuf';
+import { CastellanError } from '../platform/errors.ts';
+import type { Clock } from '../platform/clock.ts';
+import type { Logger } from '../platform/logger.ts';
+import type { SigningAuthority } from '../ca/authority.ts';
+import type { IssueRequest, IssueResult } from '../ca/issue.ts';
+import { authenticatePeerCertificate } from '../identity/mtls.ts';
+import type { Caller, TokenAuthenticator } from '../identity/types.ts';
+import type { CaMetrics } from './metrics.ts';
+
+export interface CaServiceDeps {
+  trustDomain: string;
+  /** ms */
+  defaultTtlMs: number;
+  /** ms */
+  maxTtlMs: number;
+  /** The authority that signs now. */
+  authority(): SigningAuthority;
+  /** Any authority that may have signed a batch in flight (by id), for the response chain. */
+  authorityById(id: string): SigningAuthority | undefined;
+  signer: { issue(req: Omit<IssueRequest, 'now'> & { now?: number }): Promise<IssueResult> };
+  tokenAuth?: TokenAuthenticator;
+  clock: Clock;
+  logger: Logger;
+  metrics: CaMetrics;
+}
+
+export interface CertificateRequestInput {
+  csr: string;
+  /** seconds, as sent on the wire (int64) */
+  validityDurationSec: bigint;
+  metadata?: JsonObject;
+  /** every value of the `authorization` metadata key */
+  authorization: string[];
+  /** DER of the TLS peer certificate, when the transport verified one */
+  peerCertDer?: Uint8Array;
+  requestId: string;
+  peer?: string;
+}
+
+export interface CertificateResponse {
+  certChain: string[];
+  caller: Caller;
+  serialHex: string;
+  notAfter: number;
+}
+
+export async function authenticate(deps: CaServiceDeps, input: CertificateRequestInput): Promise<Caller> {
+  const now = deps.clock.now();
+  let peerError: CastellanError | undefined;
+  if (input.peerCertDer) {
+    try {
+      const a = deps.authority();
+      return authenticatePeerCertificate(input.peerCertDer, { trustDomain: deps.trustDomain, signerCertsDer: [a.certDer] }, now);
+    } catch (e) {
+      peerError = e as CastellanError;
+      if (input.authorization.length === 0) throw e;
+    }
+  }
+  if (!deps.tokenAuth) {
+    throw peerError ?? new CastellanError('UNAUTHENTICATED', 'auth.no_credentials', 'no client certificate from this CA and token authentication is not configured');
+  }
+  if (input.authorization.length === 0) {
+    throw new CastellanError('UNAUTHENTICATED', 'auth.no_credentials', 'no credentials: send "authorization: Bearer <service-account token>" or a client certificate from this CA');
+  }
+  return deps.tokenAuth.authenticate({ authorization: input.authorization });
+}
+
+/** Validates the requested lifetime (seconds on the wire) and returns ms. */
+export function requestedTtlMs(deps: Pick<CaServiceDeps, 'defaultTtlMs' | 'maxTtlMs'>, sec: bigint): number {
+  if (sec < 0n) throw new CastellanError('INVALID_ARGUMENT', 'ttl.negative', `validity_duration must not be negative (got ${sec})`);
+  if (sec === 0n) return deps.defaultTtlMs;
+  if (sec * 1000n > BigInt(deps.maxTtlMs)) {
+    throw new CastellanError('INVALID_ARGUMENT', 'ttl.too_long', `requested validity ${sec}s exceeds the maximum ${Math.floor(deps.maxTtlMs / 1000)}s`);
+  }
+  return Number(sec) * 1000;
+}
+
+export async function createCertificate(deps: CaServiceDeps, input: CertificateRequestInput): Promise<CertificateResponse> {
+  const { metrics, logger } = deps;
+  metrics.csrCount.inc();
+  let caller: Caller;
+  try {
+    caller = await authenticate(deps, input);
+  } catch (e) {
+    const err = e instanceof CastellanError ? e : new CastellanError('UNAUTHENTICATED', 'auth.failed', 'authentication failed', { cause: e });
+    metrics.authFailures.inc({ method: input.peerCertDer ? 'mtls' : 'token' });
+    throw err;
+  }
+  const log = logger.child({ requestId: input.requestId, spiffeId: caller.spiffeId, auth: caller.method });
+  const impersonated = input.metadata?.ImpersonatedIdentity;
+  if (impersonated !== undefined && impersonated !== caller.spiffeId) {
+    throw new CastellanError('PERMISSION_DENIED', 'auth.impersonation', 'ImpersonatedIdentity is not permitted for this caller');
+  }
+  const ttlMs = requestedTtlMs(deps, input.validityDurationSec);
+  if (typeof input.csr !== 'string' || input.csr.length === 0) {
+    metrics.csrParsingErrors.inc();
+    throw new CastellanError('INVALID_ARGUMENT', 'csr.malformed', 'csr is empty');
+  }
+  let issued: IssueResult;
+  try {
+    issued = await deps.signer.issue({ csrPem: input.csr, spiffeId: caller.spiffeId, ttlMs, now: deps.clock.now() });
+  } catch (e) {
+    if (e instanceof CastellanError) {
+      if (e.code.startsWith('csr.') && e.kind === 'INVALID_ARGUMENT') metrics.csrParsingErrors.inc();
+      else metrics.csrSignErrors.inc({ error: e.code });
+    } else {
+      metrics.csrSignErrors.inc({ error: 'internal' });
+    }
+    throw e;
+  }
+  const authority = deps.authorityById(issued.issuerId) ?? deps.authority();
+  metrics.issued.inc();
+  log.info({ event: 'ca.issued', serial: issued.serialHex, notAfter: new Date(issued.notAfter).toISOString(), issuer: issued.issuerId }, 'issued certificate');
+  return {
+    certChain: [issued.certPem, ...authority.chainPem, authority.trustBundlePem],
+    caller,
+    serialHex: issued.serialHex,
+    notAfter: issued.notAfter,
+  };
+}

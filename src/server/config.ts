@@ -1,0 +1,169 @@
+/**
+ * Configuration of `castellan server`: the flag table (also the config-file
+ * keys and CASTELLAN_* variables, see src/config/flags.ts) and its
+ * validation into a typed ServerConfig.
+ */
+import { availableParallelism } from 'node:os';
+import { CastellanError } from '../platform/errors.ts';
+import { parseDuration, type FlagSpec, type FlagValues } from '../config/flags.ts';
+import { validateTrustDomain } from '../spiffe/id.ts';
+import { CA_KEY_TYPES, type CaKeyType } from '../ca/keys.ts';
+
+export interface ServerConfig {
+  dataDir: string;
+  trustDomain: string;
+  caKeyType: CaKeyType;
+  /** ms */
+  rootTtlMs: number;
+  /** Istio "cacerts" directory: plug-in mode when set. */
+  cacertsDir?: string;
+  /** ms; used when a request asks for 0 */
+  defaultTtlMs: number;
+  /** ms; longer requests are refused with INVALID_ARGUMENT */
+  maxTtlMs: number;
+  /** host:port or unix:/path */
+  grpcListen: string;
+  serverDns: string[];
+  plaintext: boolean;
+  /** host:port for /metrics /healthz /readyz, or null for none */
+  httpListen: string | null;
+  auth: {
+    audiences: string[];
+    jwt?: { jwksFile?: string; jwksUri?: string; oidcIssuer?: string; issuer?: string };
+    tokenReview?: { kubeconfig?: string };
+  };
+  signer: { workers: number; maxBatchSize: number; maxBatchWaitMs: number; maxQueue: number };
+  /** Largest CreateCertificate request accepted, bytes. */
+  maxRequestBytes: number;
+  logLevel: string;
+  /** ms to let in-flight calls finish on SIGTERM */
+  shutdownGraceMs: number;
+}
+
+export const SERVER_FLAGS: FlagSpec[] = [
+  { name: 'data-dir', type: 'string', arg: 'DIR', default: './.castellan', help: 'keyring directory (0700): keyring.json (0600), root-cert.pem (0644)' },
+  { name: 'trust-domain', type: 'string', arg: 'TD', default: 'cluster.local', help: 'SPIFFE trust domain of issued identities' },
+  { name: 'ca-key-type', type: 'string', arg: 'TYPE', default: 'ec-p256', help: `key type of a new self-signed root: ${CA_KEY_TYPES.join('|')}` },
+  { name: 'root-ttl', type: 'string', arg: 'DUR', default: '87600h', help: 'lifetime of a new self-signed root' },
+  { name: 'cacerts-dir', type: 'string', arg: 'DIR', help: 'plug-in CA: Istio cacerts layout (ca-cert.pem, ca-key.pem, root-cert.pem, cert-chain.pem)' },
+  { name: 'default-ttl', type: 'string', arg: 'DUR', default: '24h', help: 'leaf lifetime when a request asks for 0' },
+  { name: 'max-ttl', type: 'string', arg: 'DUR', default: '90d', help: 'longest leaf lifetime; longer requests get INVALID_ARGUMENT' },
+  { name: 'grpc-listen', type: 'string', arg: 'ADDR', default: '0.0.0.0:15012', help: 'CA API address (host:port, or unix:/path with --plaintext)' },
+  { name: 'server-dns', type: 'string', multiple: true, arg: 'NAME', default: [], help: 'extra DNS names for the server certificate (localhost and 127.0.0.1 are always included)' },
+  { name: 'plaintext', type: 'boolean', default: false, help: 'serve without TLS (only on a loopback or unix: address)' },
+  { name: 'http-listen', type: 'string', arg: 'ADDR', default: '0.0.0.0:15014', help: '/metrics /healthz /readyz address ("off" to disable)' },
+  { name: 'jwks-file', type: 'string', arg: 'PATH', help: 'verify service-account JWTs with the keys in this JWKS file' },
+  { name: 'jwks-uri', type: 'string', arg: 'URL', help: 'verify service-account JWTs with keys fetched from this URL' },
+  { name: 'oidc-issuer', type: 'string', arg: 'URL', help: 'discover the JWKS of this issuer (/.well-known/openid-configuration)' },
+  { name: 'jwt-issuer', type: 'string', arg: 'ISS', help: 'required "iss" of service-account JWTs' },
+  { name: 'token-audience', type: 'string', multiple: true, arg: 'AUD', default: ['istio-ca'], help: 'accepted token audience' },
+  { name: 'token-review', type: 'boolean', default: false, help: 'authenticate tokens with the Kubernetes TokenReview API (cached)' },
+  { name: 'kubeconfig', type: 'string', arg: 'PATH', help: 'kubeconfig for TokenReview (default: $KUBECONFIG, then in-cluster)' },
+  { name: 'signer-workers', type: 'string', arg: 'N', default: 'auto', help: 'signing worker threads ("auto" = one per core, 0 = sign on the main thread)' },
+  { name: 'batch-max-size', type: 'string', arg: 'N', default: '64', help: 'most CSRs signed in one batch' },
+  { name: 'batch-max-wait', type: 'string', arg: 'DUR', default: '2ms', help: 'longest a CSR waits for its batch to fill' },
+  { name: 'queue-max', type: 'string', arg: 'N', default: '10000', help: 'queued CSRs beyond which requests get RESOURCE_EXHAUSTED' },
+  { name: 'max-request-bytes', type: 'string', arg: 'N', default: '65536', help: 'largest CreateCertificate request accepted' },
+  { name: 'log-level', type: 'string', arg: 'LEVEL', default: 'info', help: 'trace|debug|info|warn|error|fatal|silent' },
+  { name: 'shutdown-grace', type: 'string', arg: 'DUR', default: '10s', help: 'time in-flight calls get to finish on SIGTERM' },
+];
+
+function invalid(msg: string): CastellanError {
+  return new CastellanError('INVALID_ARGUMENT', 'config.invalid', `castellan server: ${msg}`);
+}
+
+function int(v: string, flag: string, min: number, max: number): number {
+  if (!/^\d+$/.test(v)) throw invalid(`--${flag} must be a whole number, got "${v}"`);
+  const n = Number(v);
+  if (n < min || n > max) throw invalid(`--${flag} must be between ${min} and ${max}, got ${n}`);
+  return n;
+}
+
+function dur(v: string, flag: string): number {
+  try {
+    return parseDuration(v, `--${flag}`);
+  } catch (e) {
+    throw invalid((e as Error).message);
+  }
+}
+
+/** True for addresses that never leave the machine: loopback IPs, localhost, unix sockets. */
+export function isLocalAddress(addr: string): boolean {
+  if (addr.startsWith('unix:')) return true;
+  const host = addr.startsWith('[') ? addr.slice(1, addr.indexOf(']')) : addr.slice(0, addr.lastIndexOf(':'));
+  return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
+}
+
+export function resolveServerConfig(v: FlagValues): ServerConfig {
+  const s = (k: string): string | undefined => (typeof v[k] === 'string' ? (v[k] as string) : undefined);
+  const list = (k: string): string[] => (Array.isArray(v[k]) ? (v[k] as string[]) : []);
+  const trustDomain = s('trust-domain')!;
+  try {
+    validateTrustDomain(trustDomain);
+  } catch (e) {
+    throw invalid(`--trust-domain: ${(e as Error).message}`);
+  }
+  const keyType = s('ca-key-type')!;
+  if (!(CA_KEY_TYPES as readonly string[]).includes(keyType)) throw invalid(`--ca-key-type must be one of ${CA_KEY_TYPES.join(', ')}, got "${keyType}"`);
+  const defaultTtlMs = dur(s('default-ttl')!, 'default-ttl');
+  const maxTtlMs = dur(s('max-ttl')!, 'max-ttl');
+  if (defaultTtlMs <= 0 || maxTtlMs <= 0) throw invalid('--default-ttl and --max-ttl must be positive');
+  if (defaultTtlMs > maxTtlMs) throw invalid('--default-ttl must not exceed --max-ttl');
+  const grpcListen = s('grpc-listen')!;
+  const plaintext = v.plaintext === true;
+  if (!grpcListen.startsWith('unix:') && !/^(\[[0-9a-fA-F:]+\]|[^:\s]+):\d{1,5}$/.test(grpcListen)) throw invalid(`--grpc-listen must be host:port or unix:/path, got "${grpcListen}"`);
+  if (grpcListen.startsWith('unix:') && !plaintext) throw invalid('--grpc-listen unix:... requires --plaintext');
+  if (plaintext && !isLocalAddress(grpcListen)) throw invalid('--plaintext is only allowed on a loopback or unix: address');
+  const httpRaw = s('http-listen')!;
+  const httpListen = httpRaw === 'off' || httpRaw === '' ? null : httpRaw;
+  if (httpListen && !/^(\[[0-9a-fA-F:]+\]|[^:\s]+):\d{1,5}$/.test(httpListen)) throw invalid(`--http-listen must be host:port or "off", got "${httpListen}"`);
+  const jwtSources = ['jwks-file', 'jwks-uri', 'oidc-issuer'].filter((k) => s(k));
+  if (jwtSources.length > 1) throw invalid(`use only one of --jwks-file, --jwks-uri, --oidc-issuer (got ${jwtSources.map((k) => '--' + k).join(', ')})`);
+  if (s('jwt-issuer') && jwtSources.length === 0) throw invalid('--jwt-issuer needs --jwks-file, --jwks-uri or --oidc-issuer');
+  if ((s('jwks-file') || s('jwks-uri')) && !s('jwt-issuer')) throw invalid('--jwks-file and --jwks-uri need --jwt-issuer (the "iss" tokens must carry)');
+  const audiences = list('token-audience');
+  if (audiences.length === 0) throw invalid('--token-audience must not be empty');
+  const workersRaw = s('signer-workers')!;
+  const workers = workersRaw === 'auto' ? availableParallelism() : int(workersRaw, 'signer-workers', 0, 256);
+  for (const d of list('server-dns')) {
+    if (!/^[a-zA-Z0-9*]([a-zA-Z0-9.-]*[a-zA-Z0-9])?$/.test(d)) throw invalid(`--server-dns "${d}" is not a DNS name`);
+  }
+  const cfg: ServerConfig = {
+    dataDir: s('data-dir')!,
+    trustDomain,
+    caKeyType: keyType as CaKeyType,
+    rootTtlMs: dur(s('root-ttl')!, 'root-ttl'),
+    cacertsDir: s('cacerts-dir'),
+    defaultTtlMs,
+    maxTtlMs,
+    grpcListen,
+    serverDns: list('server-dns'),
+    plaintext,
+    httpListen,
+    auth: {
+      audiences,
+      jwt: jwtSources.length
+        ? { jwksFile: s('jwks-file'), jwksUri: s('jwks-uri'), oidcIssuer: s('oidc-issuer'), issuer: s('jwt-issuer') }
+        : undefined,
+      tokenReview: v['token-review'] === true ? { kubeconfig: s('kubeconfig') } : undefined,
+    },
+    signer: {
+      workers,
+      maxBatchSize: int(s('batch-max-size')!, 'batch-max-size', 1, 4096),
+      maxBatchWaitMs: dur(s('batch-max-wait')!, 'batch-max-wait'),
+      maxQueue: int(s('queue-max')!, 'queue-max', 1, 10_000_000),
+    },
+    maxRequestBytes: int(s('max-request-bytes')!, 'max-request-bytes', 1024, 16 * 1024 * 1024),
+    logLevel: s('log-level')!,
+    shutdownGraceMs: dur(s('shutdown-grace')!, 'shutdown-grace'),
+  };
+  if (cfg.rootTtlMs < 24 * 3600_000) throw invalid('--root-ttl must be at least 24h');
+  return cfg;
+}
+
+/** The defaults of every flag, as a config (for tests and the dev command), with overrides. */
+export function defaultServerConfig(overrides: Partial<ServerConfig> = {}): ServerConfig {
+  const v: FlagValues = {};
+  for (const f of SERVER_FLAGS) if (f.default !== undefined) v[f.name] = f.default;
+  return { ...resolveServerConfig(v), ...overrides };
+}

@@ -1,0 +1,16 @@
+/** The README must document every flag of every command (keeps it true as flags change). */
+import { readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { SERVER_FLAGS } from '../src/server/config.ts';
+
+const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8');
+
+describe('README', () => {
+  it.each(SERVER_FLAGS.map((f) => f.name))('documents castellan server --%s', (name) => {
+    expect(readme).toContain(`--${name}`);
+  });
+  it('shows the quick start and the test command', () => {
+    expect(readme).toContain('npm install && npm start');
+    expect(readme).toContain('npm test');
+  });
+});

@@ -1,0 +1,52 @@
+/**
+ * What the agent reads from certificates: serial, validity and the SPIFFE ID,
+ * the latter parsed structurally from the SAN extension (security.md C7:
+ * never from Node's `subjectAltName` string).
+ */
+import { X509Certificate } from 'node:crypto';
+import { x509 } from '../platform/x509.ts';
+
+export interface LeafInfo {
+  /** Hex, uppercase, as Node prints it. */
+  serial: string;
+  /** ms since epoch */
+  notBefore: number;
+  notAfter: number;
+  /** URI SANs, in order (a SPIFFE leaf has exactly one). */
+  uris: string[];
+}
+
+const PEM_BLOCK = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g;
+
+/** Every CERTIFICATE block of a PEM text, each ending with a newline. */
+export function splitPemCertificates(pem: string): string[] {
+  return (pem.match(PEM_BLOCK) ?? []).map((b) => b + '\n');
+}
+
+/** URI SANs of a DER certificate, read from the extension's ASN.1. */
+export function uriSansOf(der: Uint8Array): string[] {
+  const c = new x509.X509Certificate(der);
+  const san = c.getExtension(x509.SubjectAlternativeNameExtension);
+  if (!san) return [];
+  return san.names.items.filter((n) => n.type === 'url').map((n) => n.value);
+}
+
+export function leafInfo(pemOrDer: string | Uint8Array): LeafInfo {
+  const c = new X509Certificate(typeof pemOrDer === 'string' ? pemOrDer : Buffer.from(pemOrDer));
+  return {
+    serial: c.serialNumber,
+    notBefore: Date.parse(c.validFrom),
+    notAfter: Date.parse(c.validTo),
+    uris: uriSansOf(c.raw),
+  };
+}
+
+/** Earliest notAfter (ms) among the certificates of a bundle, or undefined if it holds none. */
+export function bundleEarliestExpiry(bundlePem: string): number | undefined {
+  let min: number | undefined;
+  for (const b of splitPemCertificates(bundlePem)) {
+    const t = Date.parse(new X509Certificate(b).validTo);
+    if (min === undefined || t < min) min = t;
+  }
+  return min;
+}

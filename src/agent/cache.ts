@@ -182,7 +182,7 @@ export class SecretCache implements SecretStore {
   start(): void {
     this.lastTick = this.clock.now();
     this.armCheck();
-    this.trigger('initial');
+    void this.trigger('initial');
   }
 
   /** Resolves after the first successful issuance. */

@@ -8,6 +8,7 @@ import { CastellanError } from '../platform/errors.ts';
 import { derToPem } from './pem.ts';
 import { parseAndVerifyCsr } from '../pki/csr.ts';
 import { LeafTemplate, randomSerial } from '../pki/leaf.ts';
+import { parseSpiffeId } from '../spiffe/id.ts';
 
 /** Plain data (structured-cloneable), so it can be sent to worker threads. */
 export interface IssuerMaterial {
@@ -43,20 +44,48 @@ export interface IssueResult {
 /** Clock skew allowance: notBefore is backdated by this much (never before the issuer's notBefore). */
 export const BACKDATE_MS = 60_000;
 
-const templates = new Map<string, LeafTemplate>();
+interface CachedTemplate {
+  certDer: Uint8Array;
+  keyPkcs8Der: Uint8Array;
+  template: LeafTemplate;
+}
+const templates = new Map<string, CachedTemplate>();
 
-/** The prepared template of an issuer (cached by id; a handful of issuers at most live at once). */
-export function templateFor(issuer: IssuerMaterial): LeafTemplate {
-  let t = templates.get(issuer.id);
-  if (!t) {
-    if (templates.size > 16) templates.clear();
-    t = new LeafTemplate(issuer.certDer, issuer.keyPkcs8Der);
-    templates.set(issuer.id, t);
-  }
-  return t;
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a === b || Buffer.compare(a, b) === 0;
 }
 
+/**
+ * The prepared template of an issuer. Cached by id, but a hit is used only if
+ * the certificate and key bytes are the very same: a root re-issued with the
+ * same key (same SKI, so same id) but another subject or validity gets a
+ * fresh template. A handful of issuers at most live at once.
+ */
+export function templateFor(issuer: IssuerMaterial): LeafTemplate {
+  const hit = templates.get(issuer.id);
+  if (hit && sameBytes(hit.certDer, issuer.certDer) && sameBytes(hit.keyPkcs8Der, issuer.keyPkcs8Der)) return hit.template;
+  if (templates.size >= 16) templates.clear();
+  const template = new LeafTemplate(issuer.certDer, issuer.keyPkcs8Der);
+  templates.set(issuer.id, { certDer: issuer.certDer, keyPkcs8Der: issuer.keyPkcs8Der, template });
+  return template;
+}
+
+/**
+ * Issues one workload certificate: parseAndVerifyCsr (INVALID_ARGUMENT
+ * csr.*), then the identity check (a CSR may name no URI SAN, or exactly
+ * `req.spiffeId`; anything else is PERMISSION_DENIED csr.identity_mismatch),
+ * then the issuer's validity (UNAVAILABLE issuer.expired), then the leaf of
+ * src/pki/leaf.ts for `req.spiffeId` with notBefore = max(now - 60 s, issuer
+ * notBefore) and notAfter = min(now + ttl, issuer notAfter), both truncated
+ * to whole seconds. Nothing of the CSR but its public key reaches the leaf.
+ */
 export function issueFromCsr(issuer: IssuerMaterial, req: IssueRequest): IssueResult {
+  // The caller authenticated this identity; re-check its shape so a bug upstream can
+  // never write a malformed or non-leaf URI into a certificate (security.md C6).
+  if (parseSpiffeId(req.spiffeId).path === '') {
+    throw new CastellanError('INVALID_ARGUMENT', 'spiffe.invalid_id', 'invalid SPIFFE ID: a workload identity needs a path');
+  }
+  if (!(req.ttlMs > 0) || !Number.isFinite(req.now)) throw new CastellanError('INVALID_ARGUMENT', 'issue.bad_request', 'ttl must be > 0 and now a finite time');
   const csr = parseAndVerifyCsr(req.csrPem);
   if (csr.uriSans.length > 1) {
     throw new CastellanError('PERMISSION_DENIED', 'csr.identity_mismatch', `CSR asks for ${csr.uriSans.length} URI SANs; at most one, the caller's own identity, is allowed`);

@@ -78,9 +78,26 @@ export function encodeTime(ms: number): Buffer {
   return tlv(0x18, Buffer.from(`${String(y).padStart(4, '0')}${rest}`, 'latin1'));
 }
 
-/** 16 random bytes, positive, first octet in 0x40..0x7f so the DER INTEGER is always 16 bytes. */
+const SERIAL_POOL_ITEMS = 256;
+let serialPool = Buffer.alloc(0);
+let serialPos = 0;
+
+/**
+ * A fresh certificate serial: 16 bytes from the CSPRNG with the first octet
+ * forced into 0x40..0x7f, so the value is positive, its DER INTEGER is always
+ * exactly 16 octets (no 0x00 pad, never shorter) and 126 bits are random
+ * (security.md P1: positive, unique, <= 20 octets). Random bytes are drawn
+ * 4 KiB at a time (one getrandom call per 256 serials) and each byte is used
+ * once; the returned Buffer is the caller's own copy.
+ */
 export function randomSerial(): Buffer {
-  const b = randomFillSync(Buffer.alloc(16));
+  if (serialPos >= serialPool.length) {
+    serialPool = randomFillSync(Buffer.allocUnsafe(16 * SERIAL_POOL_ITEMS));
+    serialPos = 0;
+  }
+  const b = Buffer.from(serialPool.subarray(serialPos, serialPos + 16));
+  serialPool.fill(0, serialPos, serialPos + 16);
+  serialPos += 16;
   b[0] = (b[0]! & 0x3f) | 0x40;
   return b;
 }

@@ -138,7 +138,7 @@ export class SecretCache implements SecretStore {
       checkIntervalMs: 5000,
       minRenewDelayMs: 500,
       newKey: newKeyAndCsr,
-      ...o,
+      ...(Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as SecretCacheOptions),
     };
     this.clock = this.o.clock;
     this.logger = o.logger ?? silentLogger();

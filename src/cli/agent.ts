@@ -1,5 +1,51 @@
-// Placeholder until the command lands; see the open issue for its scope.
-export async function run(_argv: string[]): Promise<number> {
-  process.stderr.write('castellan agent: not available yet\n');
-  return 2;
+/**
+ * `castellan agent`: serves Envoy SDS on a Unix socket with certificates from
+ * the CA, until SIGINT/SIGTERM. Exit codes: 0 stopped cleanly, 1 failed at
+ * run time (e.g. the socket path is unsafe), 2 invalid configuration.
+ */
+import { startAgent, type AgentHandle } from '../agent/agent.ts';
+import { AGENT_FLAGS, resolveAgentConfig } from '../agent/config.ts';
+import { helpText, parseCommand } from '../config/flags.ts';
+import { CastellanError } from '../platform/errors.ts';
+import { createLogger } from '../platform/logger.ts';
+
+export async function run(argv: string[]): Promise<number> {
+  let config;
+  try {
+    const parsed = parseCommand('agent', argv, AGENT_FLAGS);
+    if (parsed.values.help) {
+      process.stdout.write(helpText('agent', '[flags]', AGENT_FLAGS));
+      return 0;
+    }
+    config = resolveAgentConfig(parsed.values);
+  } catch (e) {
+    process.stderr.write(`${(e as Error).message}\n`);
+    return 2;
+  }
+  const logger = createLogger({ level: config.logLevel, name: 'agent' });
+  let handle: AgentHandle;
+  try {
+    handle = await startAgent(config, { logger });
+  } catch (e) {
+    const msg = e instanceof CastellanError ? e.message : `failed to start: ${(e as Error).message}`;
+    logger.fatal({ event: 'agent.start_failed', code: e instanceof CastellanError ? e.code : 'internal' }, msg);
+    logger.flush();
+    process.stderr.write(`castellan agent: ${msg}\n`);
+    return e instanceof CastellanError && e.kind === 'INVALID_ARGUMENT' ? 2 : 1;
+  }
+  logger.info({ event: 'agent.started', socket: handle.sdsSocket, http: handle.httpAddress, ca: config.caAddress }, 'agent running');
+  return new Promise<number>((resolve) => {
+    const stop = (signal: string): void => {
+      logger.info({ event: 'agent.signal', signal }, 'shutting down');
+      handle.close().then(
+        () => resolve(0),
+        (e: unknown) => {
+          logger.error({ err: e }, 'shutdown failed');
+          resolve(1);
+        },
+      );
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
 }

@@ -5,6 +5,8 @@
  * root, and read what it was asked.
  */
 import { webcrypto } from 'node:crypto';
+
+type CryptoKeyPair = webcrypto.CryptoKeyPair;
 import type { CertificateSource } from '../../src/agent/cache.ts';
 import type { Clock } from '../../src/platform/clock.ts';
 import { CastellanError, type ErrorKind } from '../../src/platform/errors.ts';

@@ -1,0 +1,171 @@
+/**
+ * Composition root of `castellan agent` (also embedded by `castellan dev`
+ * and tests): CA client → secret cache → SDS server on the Unix socket,
+ * plus the optional output directory and the /healthz /readyz /metrics
+ * endpoint. The CA root file is watched: when it changes, the CA client
+ * trusts the new bundle and `default` is re-issued (the response's bundle
+ * then replaces ROOTCA, pushed before the new leaf).
+ */
+import { readFile } from 'node:fs/promises';
+import { systemClock, type Clock, type TimerHandle } from '../platform/clock.ts';
+import { CastellanError } from '../platform/errors.ts';
+import { silentLogger, type Logger } from '../platform/logger.ts';
+import { startSdsServer, type SdsServer } from '../sds/server.ts';
+import { resolveGroup } from '../sds/socket.ts';
+import { startOpsServer, type OpsServer } from '../server/http.ts';
+import { createCaClient, type CaClient } from './ca-client.ts';
+import { SecretCache, type CertificateSource, type IssuedCertificate } from './cache.ts';
+import type { KeyType } from './csr.ts';
+import { createAgentMetrics, type AgentMetrics } from './metrics.ts';
+import { writeOutputDir } from './output.ts';
+
+export interface AgentConfig {
+  /** host:port of the CA */
+  caAddress: string;
+  /** Path of the PEM bundle trusted for the CA's TLS (watched for changes). */
+  caRootCertFile?: string;
+  /** PEM bundle given directly (instead of caRootCertFile). */
+  caRootPem?: string;
+  tokenFile: string;
+  trustDomain: string;
+  sdsSocket: string;
+  /** Group name or gid allowed to connect to the socket. */
+  sdsSocketGroup?: string;
+  /** ms */
+  certTtlMs: number;
+  keyType: KeyType;
+  graceRatio: number;
+  outputDir?: string;
+  /** host:port, or null for none */
+  httpListen: string | null;
+  /** TLS name checked on the CA's certificate when it differs from the host of caAddress. */
+  caServerName?: string;
+  /** Period of the CA root file check, ms. Default 10 000. */
+  rootCheckIntervalMs?: number;
+}
+
+export interface AgentDeps {
+  clock?: Clock;
+  logger?: Logger;
+  /** Replaces the CA client (tests). */
+  source?: CertificateSource;
+  /** Called after every issuance (castellan dev prints them). */
+  onIssued?: (c: IssuedCertificate) => void;
+  /** Cache tuning (tests use short backoffs). */
+  backoff?: { initialMs: number; maxMs: number };
+  checkIntervalMs?: number;
+  jitter?: number;
+}
+
+export interface AgentHandle {
+  readonly sdsSocket: string;
+  readonly httpAddress?: string;
+  readonly cache: SecretCache;
+  readonly metrics: AgentMetrics;
+  readonly sds: SdsServer;
+  /** Stops renewing, closes every SDS stream, removes the socket, stops HTTP. */
+  close(): Promise<void>;
+}
+
+async function readRoot(path: string): Promise<string> {
+  try {
+    const pem = await readFile(path, 'utf8');
+    if (!pem.includes('-----BEGIN CERTIFICATE-----')) throw new Error('no certificate in file');
+    return pem;
+  } catch (e) {
+    throw new CastellanError('FAILED_PRECONDITION', 'agent.ca_root', `cannot read the CA root certificate ${path}: ${(e as Error).message}`, { cause: e });
+  }
+}
+
+export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Promise<AgentHandle> {
+  const clock = deps.clock ?? systemClock;
+  const logger = deps.logger ?? silentLogger();
+  const metrics = createAgentMetrics({ clock }, { processMetrics: !deps.source });
+  const gid = config.sdsSocketGroup ? resolveGroup(config.sdsSocketGroup) : undefined;
+
+  let rootPem = config.caRootPem ?? (config.caRootCertFile ? await readRoot(config.caRootCertFile) : undefined);
+  let client: CaClient | undefined;
+  const makeClient = (): CaClient => {
+    if (!rootPem) throw new CastellanError('INVALID_ARGUMENT', 'config.invalid', 'castellan agent: --ca-root-cert is required');
+    return createCaClient({ address: config.caAddress, rootPem, tokenFile: config.tokenFile, metrics, serverName: config.caServerName });
+  };
+  if (!deps.source) client = makeClient();
+  const source: CertificateSource = deps.source ?? { sign: (csr, ttl) => client!.sign(csr, ttl) };
+
+  const cache = new SecretCache({
+    source,
+    clock,
+    logger,
+    ttlMs: config.certTtlMs,
+    keyType: config.keyType,
+    graceRatio: config.graceRatio,
+    trustDomain: config.trustDomain,
+    backoff: deps.backoff,
+    checkIntervalMs: deps.checkIntervalMs,
+    jitter: deps.jitter,
+    onIssued: async (c) => {
+      if (config.outputDir) await writeOutputDir(config.outputDir, c);
+      deps.onIssued?.(c);
+    },
+  });
+
+  let sds: SdsServer;
+  try {
+    sds = await startSdsServer({ socketPath: config.sdsSocket, store: cache, policy: { gid }, logger });
+  } catch (e) {
+    client?.close();
+    throw e;
+  }
+  metrics.bind({ status: () => cache.status(), streams: () => sds.activeStreams() });
+  let ops: OpsServer | undefined;
+  try {
+    if (config.httpListen) ops = await startOpsServer(config.httpListen, { registry: metrics.registry, ready: () => cache.status().ready, logger });
+  } catch (e) {
+    await sds.close();
+    client?.close();
+    throw e;
+  }
+  cache.start();
+
+  // Watch the CA root file: a new bundle means new CA trust and a re-issue.
+  let rootTimer: TimerHandle | undefined;
+  const rootPath = config.caRootCertFile;
+  if (rootPath && !deps.source) {
+    const period = config.rootCheckIntervalMs ?? 10_000;
+    const check = async (): Promise<void> => {
+      try {
+        const pem = await readRoot(rootPath);
+        if (pem !== rootPem) {
+          logger.info({ event: 'agent.ca_root_changed', path: rootPath }, 'CA root certificate changed; re-issuing');
+          rootPem = pem;
+          const old = client;
+          client = makeClient();
+          old?.close();
+          await cache.reissueNow('ca_root_changed');
+        }
+      } catch (e) {
+        logger.warn({ event: 'agent.ca_root_unreadable', err: (e as Error).message }, 'keeping the previous CA root');
+      }
+      if (!closed) rootTimer = clock.setTimer(() => void check(), period);
+    };
+    rootTimer = clock.setTimer(() => void check(), period);
+  }
+
+  let closed = false;
+  return {
+    sdsSocket: sds.socketPath,
+    httpAddress: ops?.address,
+    cache,
+    metrics,
+    sds,
+    async close() {
+      if (closed) return;
+      closed = true;
+      rootTimer?.cancel();
+      cache.stop();
+      await sds.close();
+      await ops?.close();
+      client?.close();
+    },
+  };
+}

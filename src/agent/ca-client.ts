@@ -1,0 +1,102 @@
+/**
+ * The agent's CertificateSource over the Istio CA API: CreateCertificate
+ * over TLS, trusting only the given root bundle, with the service-account
+ * token re-read from its file on every call (kubelet rotates it) and sent
+ * as `authorization: Bearer <token>`. gRPC failures become CastellanErrors
+ * whose kind mirrors the status, so the cache can apply the retry policy of
+ * protocols.md §1 (CANCELLED arrives as ABORTED: both are retried).
+ */
+import { readFile } from 'node:fs/promises';
+import * as grpc from '@grpc/grpc-js';
+import { create } from '@bufbuild/protobuf';
+import { IstioCertificateRequestSchema, IstioCertificateService } from '../gen/istio/v1/auth/ca_pb.js';
+import { createClient } from '../grpc/service.ts';
+import { CastellanError, type ErrorKind } from '../platform/errors.ts';
+import type { CertificateSource } from './cache.ts';
+import type { AgentMetrics } from './metrics.ts';
+
+export interface CaClientOptions {
+  /** host:port */
+  address: string;
+  /** PEM roots trusted for the CA's TLS certificate. */
+  rootPem: string;
+  /** Path of the service-account token (re-read on every call). */
+  tokenFile: string;
+  /** Per-call deadline, ms. Default 10 000. */
+  timeoutMs?: number;
+  /** Sent as `clusterid` metadata when set. */
+  clusterId?: string;
+  metrics?: AgentMetrics;
+  /** Overrides the TLS server name checked (default: the host of `address`). */
+  serverName?: string;
+}
+
+const KIND_OF: Partial<Record<grpc.status, ErrorKind>> = {
+  [grpc.status.INVALID_ARGUMENT]: 'INVALID_ARGUMENT',
+  [grpc.status.UNAUTHENTICATED]: 'UNAUTHENTICATED',
+  [grpc.status.PERMISSION_DENIED]: 'PERMISSION_DENIED',
+  [grpc.status.RESOURCE_EXHAUSTED]: 'RESOURCE_EXHAUSTED',
+  [grpc.status.UNAVAILABLE]: 'UNAVAILABLE',
+  [grpc.status.FAILED_PRECONDITION]: 'FAILED_PRECONDITION',
+  [grpc.status.NOT_FOUND]: 'NOT_FOUND',
+  [grpc.status.DEADLINE_EXCEEDED]: 'DEADLINE_EXCEEDED',
+  [grpc.status.ALREADY_EXISTS]: 'ALREADY_EXISTS',
+  [grpc.status.ABORTED]: 'ABORTED',
+  [grpc.status.CANCELLED]: 'ABORTED',
+  [grpc.status.INTERNAL]: 'INTERNAL',
+  [grpc.status.UNKNOWN]: 'INTERNAL',
+  [grpc.status.UNIMPLEMENTED]: 'FAILED_PRECONDITION',
+  [grpc.status.DATA_LOSS]: 'INTERNAL',
+  [grpc.status.OUT_OF_RANGE]: 'INVALID_ARGUMENT',
+};
+
+/** A gRPC client error as a CastellanError (status name and details kept; details are the server's public message). */
+export function fromGrpcError(e: unknown): CastellanError {
+  const se = e as Partial<grpc.ServiceError>;
+  if (typeof se?.code !== 'number') return new CastellanError('INTERNAL', 'ca_client.failed', 'certificate request failed', { cause: e });
+  const kind = KIND_OF[se.code as grpc.status] ?? 'INTERNAL';
+  const name = grpc.status[se.code] ?? String(se.code);
+  return new CastellanError(kind, `ca_client.${name.toLowerCase()}`, `CA answered ${name}: ${String(se.details ?? '').slice(0, 300)}`, { cause: e });
+}
+
+export interface CaClient extends CertificateSource {
+  close(): void;
+}
+
+export function createCaClient(o: CaClientOptions): CaClient {
+  const creds = grpc.credentials.createSsl(Buffer.from(o.rootPem));
+  const options: grpc.ClientOptions = {};
+  if (o.serverName) options['grpc.ssl_target_name_override'] = o.serverName;
+  const client = createClient(IstioCertificateService, o.address, creds, options);
+  const timeoutMs = o.timeoutMs ?? 10_000;
+  return {
+    async sign(csrPem, ttlSeconds) {
+      let token: string;
+      try {
+        token = (await readFile(o.tokenFile, 'utf8')).trim();
+      } catch (e) {
+        // Retryable: kubelet may not have written the projected token yet.
+        throw new CastellanError('UNAVAILABLE', 'ca_client.token_file', `cannot read token file ${o.tokenFile}: ${(e as NodeJS.ErrnoException).code ?? 'error'}`, { cause: e });
+      }
+      if (token === '') throw new CastellanError('UNAVAILABLE', 'ca_client.token_file', `token file ${o.tokenFile} is empty`);
+      const md = new grpc.Metadata();
+      md.set('authorization', `Bearer ${token}`);
+      if (o.clusterId) md.set('clusterid', o.clusterId);
+      const started = performance.now();
+      o.metrics?.outgoingRequests.inc({ request_type: 'csr' });
+      try {
+        const res = await client.createCertificate(
+          create(IstioCertificateRequestSchema, { csr: csrPem, validityDuration: BigInt(ttlSeconds) }),
+          { metadata: md, deadline: Date.now() + timeoutMs },
+        );
+        return res.certChain;
+      } catch (e) {
+        o.metrics?.failedOutgoingRequests.inc({ request_type: 'csr' });
+        throw fromGrpcError(e);
+      } finally {
+        o.metrics?.outgoingLatency.inc({ request_type: 'csr' }, performance.now() - started);
+      }
+    },
+    close: () => client.close(),
+  };
+}

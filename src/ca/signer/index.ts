@@ -2,10 +2,13 @@
  * The batching signing queue. Requests are collected into micro-batches
  * (at most `maxBatchSize` items, waiting at most `maxBatchWaitMs` for the
  * batch to fill), each batch is signed against ONE issuer snapshot (the one
- * current when the batch was cut: a rotation never splits a batch), batches
+ * current when the batch is cut: a rotation never splits a batch), batches
  * are spread over worker threads (the least busy first), and every request
- * gets its own result. Past `maxQueue` queued-or-in-flight requests, new
- * ones are refused at once with RESOURCE_EXHAUSTED (retryable by agents).
+ * gets its own result (one bad CSR never fails its neighbours). Past
+ * `maxQueue` queued-or-in-flight requests, new ones are refused at once with
+ * RESOURCE_EXHAUSTED 'signer.queue_full' (retryable by Istio agents).
+ *
+ * Nothing slow belongs in here: authentication happens before `issue()`.
  */
 import { Worker } from 'node:worker_threads';
 import { CastellanError } from '../../platform/errors.ts';
@@ -14,13 +17,28 @@ import type { BatchMessage, BatchReply, ItemOutcome } from './protocol.ts';
 import { runBatch } from './run-batch.ts';
 
 export interface BatchSignerOptions {
-  /** worker threads; 0 signs on the calling thread */
+  /** worker threads; 0 signs on the calling thread (between event-loop turns) */
   workers: number;
+  /** most requests per batch (>= 1) */
   maxBatchSize: number;
-  /** ms */
+  /** ms a partial batch waits for company before it is cut */
   maxBatchWaitMs: number;
   /** queued + in-flight requests beyond which new ones are refused */
   maxQueue: number;
+  /** Observer called once per settled batch (metrics, tests). Must not throw. */
+  onBatch?: (b: BatchReport) => void;
+}
+
+/** What one batch did: which issuer signed it and the serials it produced. */
+export interface BatchReport {
+  readonly seq: number;
+  readonly issuerId: string;
+  readonly size: number;
+  /** serialHex of every certificate issued by this batch */
+  readonly serials: readonly string[];
+  readonly errors: number;
+  /** ms from the batch being cut to its results arriving */
+  readonly signMs: number;
 }
 
 interface Pending {
@@ -29,11 +47,23 @@ interface Pending {
   reject: (e: CastellanError) => void;
 }
 
+interface Batch {
+  seq: number;
+  issuerId: string;
+  items: Pending[];
+  cutAt: number;
+}
+
 interface WorkerSlot {
   worker: Worker;
-  known: Set<string>;
-  inFlight: Map<number, Pending[]>;
+  inFlight: Map<number, Batch>;
+  dead: boolean;
 }
+
+/** Respawns allowed for crashed workers before the signer falls back to its own thread. */
+const MAX_RESPAWNS = 16;
+/** How long close() waits for in-flight batches before failing them (ms). */
+const CLOSE_DRAIN_MS = 30_000;
 
 export class BatchSigner {
   private readonly opts: BatchSignerOptions;
@@ -43,11 +73,14 @@ export class BatchSigner {
   private slots: WorkerSlot[] = [];
   private inFlightCount = 0;
   private batchSeq = 0;
-  private batches = 0;
   private issued = 0;
+  private respawns = 0;
   private closed = false;
 
   constructor(opts: BatchSignerOptions) {
+    if (!(opts.maxBatchSize >= 1) || !(opts.maxQueue >= 1) || !(opts.maxBatchWaitMs >= 0) || !(opts.workers >= 0)) {
+      throw new CastellanError('INVALID_ARGUMENT', 'signer.options', 'signer options: maxBatchSize and maxQueue must be >= 1, maxBatchWaitMs and workers >= 0');
+    }
     this.opts = opts;
     for (let i = 0; i < opts.workers; i++) this.slots.push(this.spawn());
   }
@@ -55,35 +88,42 @@ export class BatchSigner {
   private spawn(): WorkerSlot {
     const worker = new Worker(new URL('./worker.ts', import.meta.url));
     worker.unref();
-    const slot: WorkerSlot = { worker, known: new Set(), inFlight: new Map() };
+    const slot: WorkerSlot = { worker, inFlight: new Map(), dead: false };
     worker.on('message', (reply: BatchReply) => {
-      const items = slot.inFlight.get(reply.batchId);
-      if (!items) return;
+      const batch = slot.inFlight.get(reply.batchId);
+      if (!batch) return;
       slot.inFlight.delete(reply.batchId);
-      this.settle(items, reply.outcomes);
+      this.settle(batch, reply.outcomes);
     });
     const fail = (why: string) => {
-      // A crashed worker fails only its own batches (retryable), and is replaced.
-      for (const items of slot.inFlight.values()) {
-        this.inFlightCount -= items.length;
-        for (const p of items) p.reject(new CastellanError('UNAVAILABLE', 'signer.worker_failed', `signing worker failed (${why}); retry`));
+      if (slot.dead) return;
+      slot.dead = true;
+      // A crashed worker fails only its own batches (UNAVAILABLE: retryable), and is replaced.
+      for (const batch of slot.inFlight.values()) {
+        this.settle(batch, batch.items.map(() => ({ ok: false, kind: 'UNAVAILABLE', code: 'signer.worker_failed', message: `signing worker failed (${why}); retry` })));
       }
       slot.inFlight.clear();
       const i = this.slots.indexOf(slot);
-      if (i >= 0 && !this.closed) this.slots[i] = this.spawn();
+      if (i < 0 || this.closed) return;
+      if (this.respawns++ < MAX_RESPAWNS) this.slots[i] = this.spawn();
+      else this.slots.splice(i, 1); // keep failing? sign on this thread rather than loop forever
     };
     worker.on('error', (e) => fail(e.message));
-    worker.on('exit', (code) => {
-      if (!this.closed) fail(`exit ${code}`);
-    });
+    worker.on('exit', (code) => fail(`exit ${code}`));
     return slot;
   }
 
-  /** Batches cut from now on are signed by `m`. */
+  /** Batches cut from now on are signed by `m`; batches already cut keep their issuer. */
   setIssuer(m: IssuerMaterial): void {
     this.issuer = m;
   }
 
+  /**
+   * Queues one issuance; resolves with the certificate or rejects with a
+   * CastellanError (the item's own error, RESOURCE_EXHAUSTED
+   * 'signer.queue_full', UNAVAILABLE 'signer.no_issuer' | 'signer.closed' |
+   * 'signer.worker_failed'). `now` defaults to the time of this call.
+   */
   issue(req: Omit<IssueRequest, 'now'> & { now?: number }): Promise<IssueResult> {
     if (this.closed) return Promise.reject(new CastellanError('UNAVAILABLE', 'signer.closed', 'the CA is shutting down'));
     if (!this.issuer) return Promise.reject(new CastellanError('UNAVAILABLE', 'signer.no_issuer', 'the CA has no signing authority yet'));
@@ -91,68 +131,90 @@ export class BatchSigner {
       return Promise.reject(new CastellanError('RESOURCE_EXHAUSTED', 'signer.queue_full', 'the CA is at capacity; retry with backoff'));
     }
     return new Promise((resolve, reject) => {
-      this.queue.push({ req: { ...req, now: req.now ?? Date.now() }, resolve, reject });
+      const full: IssueRequest = { csrPem: req.csrPem, spiffeId: req.spiffeId, ttlMs: req.ttlMs, now: req.now ?? Date.now() };
+      this.queue.push({ req: full, resolve, reject });
       if (this.queue.length >= this.opts.maxBatchSize) this.flush();
       else this.timer ??= setTimeout(() => this.flush(), this.opts.maxBatchWaitMs);
     });
   }
 
+  /** Cuts everything queued into batches, all against the issuer current now. */
   private flush(): void {
     if (this.timer) {
       clearTimeout(this.timer);
       this.timer = undefined;
     }
+    const issuer = this.issuer!;
     while (this.queue.length > 0) {
       const items = this.queue.splice(0, this.opts.maxBatchSize);
-      this.dispatch(items, this.issuer!);
+      this.dispatch({ seq: ++this.batchSeq, issuerId: issuer.id, items, cutAt: performance.now() }, issuer);
     }
   }
 
-  private dispatch(items: Pending[], issuer: IssuerMaterial): void {
-    this.batches++;
-    this.inFlightCount += items.length;
-    if (this.slots.length === 0) {
-      // In-thread mode: yield to the event loop between batches.
-      setImmediate(() => this.settle(items, runBatch(issuer, items.map((p) => p.req))));
+  private dispatch(batch: Batch, issuer: IssuerMaterial): void {
+    this.inFlightCount += batch.items.length;
+    const live = this.slots.filter((s) => !s.dead);
+    if (live.length === 0) {
+      // In-thread mode: one batch per event-loop turn, so I/O keeps flowing between batches.
+      setImmediate(() => this.settle(batch, runBatch(issuer, batch.items.map((p) => p.req))));
       return;
     }
-    let slot = this.slots[0]!;
-    for (const s of this.slots) if (s.inFlight.size < slot.inFlight.size) slot = s;
-    const batchId = ++this.batchSeq;
-    const msg: BatchMessage = { batchId, issuerId: issuer.id, items: items.map((p) => p.req) };
-    if (!slot.known.has(issuer.id)) {
-      msg.issuer = issuer;
-      slot.known.add(issuer.id);
-    }
-    slot.inFlight.set(batchId, items);
+    let slot = live[0]!;
+    for (const s of live) if (s.inFlight.size < slot.inFlight.size) slot = s;
+    // The issuer travels with every batch (about 1-2 KB, cloned): the worker needs no
+    // issuer state of its own, so a batch can only ever be signed by its own snapshot.
+    const msg: BatchMessage = { batchId: batch.seq, issuer, items: batch.items.map((p) => p.req) };
+    slot.inFlight.set(batch.seq, batch);
     slot.worker.postMessage(msg);
   }
 
-  private settle(items: Pending[], outcomes: ItemOutcome[]): void {
-    this.inFlightCount -= items.length;
-    items.forEach((p, i) => {
+  private settle(batch: Batch, outcomes: ItemOutcome[]): void {
+    this.inFlightCount -= batch.items.length;
+    const serials: string[] = [];
+    let errors = 0;
+    batch.items.forEach((p, i) => {
       const o = outcomes[i];
       if (o?.ok) {
         this.issued++;
+        serials.push(o.result.serialHex);
         // Structured clone turns Buffers into plain Uint8Arrays; keep the type honest.
-        p.resolve({ ...o.result, certDer: Buffer.from(o.result.certDer) });
-      } else if (o) p.reject(new CastellanError(o.kind, o.code, o.message));
-      else p.reject(new CastellanError('INTERNAL', 'signer.no_outcome', 'internal error: no result for this request'));
+        p.resolve({ ...o.result, certDer: Buffer.from(o.result.certDer.buffer, o.result.certDer.byteOffset, o.result.certDer.byteLength) });
+      } else {
+        errors++;
+        p.reject(o ? new CastellanError(o.kind, o.code, o.message) : new CastellanError('INTERNAL', 'signer.no_outcome', 'internal error: no result for this request'));
+      }
     });
+    try {
+      this.opts.onBatch?.({ seq: batch.seq, issuerId: batch.issuerId, size: batch.items.length, serials, errors, signMs: performance.now() - batch.cutAt });
+    } catch {
+      // an observer must not break issuance
+    }
   }
 
   stats(): { queued: number; inFlight: number; batches: number; issued: number } {
-    return { queued: this.queue.length, inFlight: this.inFlightCount, batches: this.batches, issued: this.issued };
+    return { queued: this.queue.length, inFlight: this.inFlightCount, batches: this.batchSeq, issued: this.issued };
   }
 
-  /** Signs what is queued, waits for in-flight batches, then stops the workers. */
+  /**
+   * Stops accepting, signs what is queued, waits for in-flight batches (at
+   * most 30 s; anything still pending then is rejected UNAVAILABLE), then
+   * terminates the workers. Idempotent.
+   */
   async close(): Promise<void> {
     if (this.closed) return;
-    this.flush();
-    const deadline = Date.now() + 10_000;
-    while (this.inFlightCount > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+    if (this.queue.length > 0 && this.issuer) this.flush();
     this.closed = true;
-    await Promise.all(this.slots.map((s) => s.worker.terminate()));
+    const deadline = Date.now() + CLOSE_DRAIN_MS;
+    while (this.inFlightCount > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+    const slots = this.slots;
     this.slots = [];
+    for (const s of slots) s.dead = true;
+    await Promise.all(slots.map((s) => s.worker.terminate()));
+    for (const s of slots) {
+      for (const batch of s.inFlight.values()) {
+        this.settle(batch, batch.items.map(() => ({ ok: false, kind: 'UNAVAILABLE', code: 'signer.closed', message: 'the CA shut down before signing; retry' })));
+      }
+      s.inFlight.clear();
+    }
   }
 }

@@ -1,12 +1,11 @@
-/** Messages between the BatchSigner and its worker threads. */
+/** Messages between the BatchSigner and its worker threads (structured-cloned). */
 import type { ErrorKind } from '../../platform/errors.ts';
 import type { IssueRequest, IssueResult, IssuerMaterial } from '../issue.ts';
 
 export interface BatchMessage {
   batchId: number;
-  /** Sent only the first time a worker sees this issuer; afterwards `issuerId` suffices. */
-  issuer?: IssuerMaterial;
-  issuerId: string;
+  /** The one issuer snapshot this whole batch is signed with. */
+  issuer: IssuerMaterial;
   items: IssueRequest[];
 }
 
@@ -14,5 +13,6 @@ export type ItemOutcome = { ok: true; result: IssueResult } | { ok: false; kind:
 
 export interface BatchReply {
   batchId: number;
+  /** one per item, in order */
   outcomes: ItemOutcome[];
 }

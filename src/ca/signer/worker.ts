@@ -1,19 +1,19 @@
-/** Signing worker thread: receives batches, answers with one outcome per item. */
+/**
+ * Signing worker thread: receives batches, answers with one outcome per item.
+ * Stateless apart from the per-issuer template cache of src/ca/issue.ts
+ * (which re-checks the issuer bytes on every use).
+ */
 import { parentPort } from 'node:worker_threads';
-import type { IssuerMaterial } from '../issue.ts';
-import type { BatchMessage, BatchReply } from './protocol.ts';
+import type { BatchMessage, BatchReply, ItemOutcome } from './protocol.ts';
 import { runBatch } from './run-batch.ts';
 
-const issuers = new Map<string, IssuerMaterial>();
-
 parentPort!.on('message', (msg: BatchMessage) => {
-  if (msg.issuer) {
-    issuers.set(msg.issuer.id, msg.issuer);
-    if (issuers.size > 8) issuers.delete(issuers.keys().next().value!);
+  let outcomes: ItemOutcome[];
+  try {
+    outcomes = runBatch(msg.issuer, msg.items);
+  } catch {
+    outcomes = msg.items.map(() => ({ ok: false, kind: 'INTERNAL', code: 'signer.internal', message: 'internal error while signing' }));
   }
-  const issuer = issuers.get(msg.issuerId);
-  const reply: BatchReply = issuer
-    ? { batchId: msg.batchId, outcomes: runBatch(issuer, msg.items) }
-    : { batchId: msg.batchId, outcomes: msg.items.map(() => ({ ok: false, kind: 'INTERNAL', code: 'signer.no_issuer', message: 'internal error: worker has no issuer' })) };
+  const reply: BatchReply = { batchId: msg.batchId, outcomes };
   parentPort!.postMessage(reply);
 });

@@ -1,0 +1,168 @@
+/**
+ * BatchSigner: one result per request, batches signed by one issuer snapshot
+ * (a rotation never splits a batch), nothing lost or mixed under concurrent
+ * rotation, back-pressure, shutdown — in-thread and over worker threads.
+ */
+import { X509Certificate } from 'node:crypto';
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { BatchSigner, type BatchReport, type BatchSignerOptions } from '../../src/ca/signer/index.ts';
+import type { IssueResult } from '../../src/ca/issue.ts';
+import { CastellanError } from '../../src/platform/errors.ts';
+import { makeCa, opensslCsr, peculiarCsr, type TestCa } from '../pki/helpers.ts';
+
+const ID = 'spiffe://cluster.local/ns/default/sa/web';
+const HOUR = 3600_000;
+
+let cas: TestCa[] = [];
+let csrs: string[] = [];
+const signers: BatchSigner[] = [];
+
+beforeAll(async () => {
+  cas = await Promise.all([makeCa(), makeCa({ keyType: 'ec-p384' }), makeCa(), makeCa({ keyType: 'rsa-2048' }), makeCa()]);
+  csrs = [opensslCsr({ uris: [ID] }).csrPem, opensslCsr().csrPem];
+  for (let i = 0; i < 30; i++) csrs.push((await peculiarCsr(i % 2 ? { uris: [ID] } : {})).csrPem);
+}, 60_000);
+
+afterEach(async () => {
+  await Promise.all(signers.splice(0).map((s) => s.close()));
+});
+
+function signer(o: Partial<BatchSignerOptions>, reports?: BatchReport[]): BatchSigner {
+  const s = new BatchSigner({ workers: 0, maxBatchSize: 16, maxBatchWaitMs: 2, maxQueue: 10_000, ...o, onBatch: reports ? (b) => reports.push(b) : undefined });
+  signers.push(s);
+  return s;
+}
+
+async function settleAll<T>(ps: Promise<T>[]): Promise<({ ok: true; value: T } | { ok: false; error: CastellanError })[]> {
+  return Promise.all(ps.map((p) => p.then((value) => ({ ok: true as const, value }), (error: CastellanError) => ({ ok: false as const, error }))));
+}
+
+/** The certificate really was signed by the CA named in `issuerId`. */
+function signedBy(r: IssueResult): boolean {
+  const ca = cas.find((c) => c.material.id === r.issuerId)!;
+  return new X509Certificate(Buffer.from(r.certDer)).verify(new X509Certificate(Buffer.from(ca.certDer)).publicKey);
+}
+
+for (const workers of [0, 2]) {
+  describe(`BatchSigner (workers: ${workers})`, () => {
+    it('ok/one-result-per-request-bad-csrs-fail-alone', async () => {
+      const reports: BatchReport[] = [];
+      const s = signer({ workers, maxBatchSize: 8 }, reports);
+      s.setIssuer(cas[0]!.material);
+      const reqs = Array.from({ length: 40 }, (_, i) =>
+        i % 5 === 0 ? { csrPem: 'garbage', spiffeId: ID, ttlMs: HOUR } : i % 7 === 0 ? { csrPem: csrs[i % csrs.length]!, spiffeId: 'spiffe://cluster.local/ns/x/sa/y', ttlMs: HOUR } : { csrPem: csrs[i % csrs.length]!, spiffeId: ID, ttlMs: HOUR },
+      );
+      const out = await settleAll(reqs.map((r) => s.issue(r)));
+      out.forEach((o, i) => {
+        if (i % 5 === 0) expect(o.ok || o.error.code).toBe('csr.malformed');
+        else if (i % 7 === 0 && reqs[i]!.csrPem.includes('BEGIN') && !o.ok) expect(o.error.code).toBe('csr.identity_mismatch');
+        else {
+          expect(o.ok).toBe(true);
+          if (o.ok) {
+            expect(o.value.issuerId).toBe(cas[0]!.material.id);
+            expect(Buffer.isBuffer(o.value.certDer)).toBe(true);
+            expect(signedBy(o.value)).toBe(true);
+          }
+        }
+      });
+      // Every batch reported, sizes add up, batches bounded by maxBatchSize.
+      expect(reports.reduce((n, b) => n + b.size, 0)).toBe(40);
+      expect(Math.max(...reports.map((b) => b.size))).toBeLessThanOrEqual(8);
+      expect(reports.reduce((n, b) => n + b.serials.length, 0)).toBe(out.filter((o) => o.ok).length);
+      expect(s.stats()).toMatchObject({ queued: 0, inFlight: 0, issued: out.filter((o) => o.ok).length, batches: reports.length });
+    });
+
+    it('ok/a-rotation-never-splits-a-batch', async () => {
+      const reports: BatchReport[] = [];
+      const s = signer({ workers, maxBatchSize: 8, maxBatchWaitMs: 60_000 }, reports);
+      const [a, b] = [cas[0]!.material, cas[2]!.material];
+      s.setIssuer(a);
+      const first = Array.from({ length: 4 }, (_, i) => s.issue({ csrPem: csrs[i]!, spiffeId: ID, ttlMs: HOUR }));
+      s.setIssuer(b);
+      // The batch is cut when the 8th request arrives: all 8 signed by the issuer current then.
+      const second = Array.from({ length: 4 }, (_, i) => s.issue({ csrPem: csrs[i + 4]!, spiffeId: ID, ttlMs: HOUR }));
+      const all = await Promise.all([...first, ...second]);
+      expect(all.map((r) => r.issuerId)).toEqual(Array(8).fill(b.id));
+      // A batch already cut keeps its snapshot even if the issuer changes before it is signed.
+      const cut = Array.from({ length: 8 }, (_, i) => s.issue({ csrPem: csrs[i]!, spiffeId: ID, ttlMs: HOUR }));
+      s.setIssuer(a);
+      expect((await Promise.all(cut)).map((r) => r.issuerId)).toEqual(Array(8).fill(b.id));
+      expect(reports.map((r) => [r.issuerId, r.size])).toEqual([[b.id, 8], [b.id, 8]]);
+    });
+
+    it('ok/concurrent-rotation-loses-nothing-mixes-nothing', async () => {
+      const reports: BatchReport[] = [];
+      const s = signer({ workers, maxBatchSize: 16, maxBatchWaitMs: 1 }, reports);
+      s.setIssuer(cas[0]!.material);
+      const N = workers ? 1500 : 600;
+      const ps: Promise<IssueResult>[] = [];
+      let rotations = 0;
+      // Requests arrive in bursts over several event-loop turns while the issuer rotates in between.
+      for (let i = 0, k = 0; i < N; k++) {
+        const burst = 1 + ((k * 7919) % 37);
+        for (let j = 0; j < burst && i < N; j++, i++) ps.push(s.issue({ csrPem: csrs[i % csrs.length]!, spiffeId: ID, ttlMs: HOUR }));
+        if (k % 2 === 0) {
+          s.setIssuer(cas[k % cas.length]!.material);
+          rotations++;
+        }
+        if (k % 3 === 0) await new Promise((r) => setImmediate(r));
+      }
+      const out = await settleAll(ps);
+      expect(rotations).toBeGreaterThan(10);
+      const failures = out.filter((o) => !o.ok);
+      expect(failures).toEqual([]);
+      const results = out.map((o) => (o.ok ? o.value : undefined)!);
+      // nothing lost: N distinct serials
+      const bySerial = new Map(results.map((r) => [r.serialHex, r]));
+      expect(bySerial.size).toBe(N);
+      // nothing mixed: every batch's certificates carry that batch's issuer, and really were signed by it
+      expect(reports.reduce((n, b) => n + b.serials.length, 0)).toBe(N);
+      const issuersUsed = new Set<string>();
+      for (const b of reports) {
+        issuersUsed.add(b.issuerId);
+        for (const serial of b.serials) expect(bySerial.get(serial)!.issuerId).toBe(b.issuerId);
+      }
+      expect(issuersUsed.size).toBeGreaterThan(2);
+      for (let i = 0; i < results.length; i += 7) expect(signedBy(results[i]!)).toBe(true);
+    }, 120_000);
+
+    it('fail/queue_full-is-resource-exhausted', async () => {
+      const s = signer({ workers, maxBatchSize: 4, maxBatchWaitMs: 50, maxQueue: 10 });
+      s.setIssuer(cas[0]!.material);
+      const out = await settleAll(Array.from({ length: 15 }, (_, i) => s.issue({ csrPem: csrs[i % csrs.length]!, spiffeId: ID, ttlMs: HOUR })));
+      expect(out.filter((o) => o.ok)).toHaveLength(10);
+      for (const o of out.slice(10)) expect(!o.ok && [o.error.kind, o.error.code]).toEqual(['RESOURCE_EXHAUSTED', 'signer.queue_full']);
+      // capacity comes back once drained
+      await expect(s.issue({ csrPem: csrs[0]!, spiffeId: ID, ttlMs: HOUR })).resolves.toMatchObject({ issuerId: cas[0]!.material.id });
+    });
+
+    it('ok/close-drains-then-refuses', async () => {
+      const s = signer({ workers, maxBatchSize: 64, maxBatchWaitMs: 60_000 });
+      s.setIssuer(cas[1]!.material);
+      const ps = Array.from({ length: 30 }, (_, i) => s.issue({ csrPem: csrs[i % csrs.length]!, spiffeId: ID, ttlMs: HOUR }));
+      await s.close();
+      expect((await settleAll(ps)).every((o) => o.ok)).toBe(true);
+      await expect(s.issue({ csrPem: csrs[0]!, spiffeId: ID, ttlMs: HOUR })).rejects.toMatchObject({ kind: 'UNAVAILABLE', code: 'signer.closed' });
+    });
+
+    it('fail/broken-issuer-fails-its-batch-only-then-recovers', async () => {
+      const s = signer({ workers, maxBatchSize: 4, maxBatchWaitMs: 1 });
+      s.setIssuer({ ...cas[0]!.material, id: 'broken', keyPkcs8Der: new Uint8Array([0x30, 0x00]) });
+      const bad = await settleAll(Array.from({ length: 4 }, () => s.issue({ csrPem: csrs[0]!, spiffeId: ID, ttlMs: HOUR })));
+      for (const o of bad) expect(!o.ok && o.error.kind).toBe('INTERNAL');
+      for (const o of bad) expect(!o.ok && o.error.message).not.toMatch(/pkcs8|asn1|decoder/i);
+      s.setIssuer(cas[0]!.material);
+      await expect(s.issue({ csrPem: csrs[0]!, spiffeId: ID, ttlMs: HOUR })).resolves.toMatchObject({ issuerId: cas[0]!.material.id });
+    });
+  });
+}
+
+describe('BatchSigner without an issuer / bad options', () => {
+  it('fail/no-issuer-is-unavailable', async () => {
+    const s = signer({});
+    await expect(s.issue({ csrPem: csrs[0]!, spiffeId: ID, ttlMs: HOUR })).rejects.toMatchObject({ kind: 'UNAVAILABLE', code: 'signer.no_issuer' });
+  });
+  it('fail/options', () => {
+    expect(() => new BatchSigner({ workers: 0, maxBatchSize: 0, maxBatchWaitMs: 1, maxQueue: 1 })).toThrow(CastellanError);
+  });
+});

@@ -35,17 +35,25 @@ export async function run(argv: string[]): Promise<number> {
   }
   logger.info({ event: 'agent.started', socket: handle.sdsSocket, http: handle.httpAddress, ca: config.caAddress }, 'agent running');
   return new Promise<number>((resolve) => {
+    // A repeated signal while stopping (Ctrl-C plus a forwarding wrapper) is ignored.
+    let stopping = false;
     const stop = (signal: string): void => {
+      if (stopping) return;
+      stopping = true;
       logger.info({ event: 'agent.signal', signal }, 'shutting down');
       handle.close().then(
-        () => resolve(0),
+        () => {
+          process.off('SIGINT', stop);
+          process.off('SIGTERM', stop);
+          resolve(0);
+        },
         (e: unknown) => {
           logger.error({ err: e }, 'shutdown failed');
           resolve(1);
         },
       );
     };
-    process.once('SIGTERM', () => stop('SIGTERM'));
-    process.once('SIGINT', () => stop('SIGINT'));
+    process.on('SIGTERM', stop);
+    process.on('SIGINT', stop);
   });
 }

@@ -61,14 +61,24 @@ export async function run(argv: string[]): Promise<number> {
     return ok ? 0 : 1;
   }
   return new Promise<number>((res) => {
+    // Ctrl-C reaches every process of the foreground group, and a wrapper may forward it
+    // again: a repeated signal while stopping is ignored rather than killing mid-cleanup.
+    let stopping = false;
     const stop = (signal: string): void => {
+      if (stopping) return;
+      stopping = true;
       print(`stopping  (${signal})`);
       demo.close().then(
-        () => res(0),
+        () => {
+          print('stopped   cleanly; data kept in the data directory for the next run');
+          process.off('SIGINT', stop);
+          process.off('SIGTERM', stop);
+          res(0);
+        },
         () => res(1),
       );
     };
-    process.once('SIGINT', () => stop('SIGINT'));
-    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.on('SIGINT', stop);
+    process.on('SIGTERM', stop);
   });
 }

@@ -65,7 +65,9 @@ export interface CaClient extends CertificateSource {
 
 export function createCaClient(o: CaClientOptions): CaClient {
   const creds = grpc.credentials.createSsl(Buffer.from(o.rootPem));
-  const options: grpc.ClientOptions = {};
+  // The cache runs its own backoff; keep the channel's reconnect delay short so a CA
+  // that comes back is reached on the next attempt, not minutes later.
+  const options: grpc.ClientOptions = { 'grpc.initial_reconnect_backoff_ms': 500, 'grpc.max_reconnect_backoff_ms': 5000 };
   if (o.serverName) options['grpc.ssl_target_name_override'] = o.serverName;
   const client = createClient(IstioCertificateService, o.address, creds, options);
   const timeoutMs = o.timeoutMs ?? 10_000;

@@ -153,7 +153,9 @@ export class LeafTemplate {
   /** Signs the leaf; returns its DER. */
   sign(f: LeafFields): Buffer {
     const tbs = this.tbs(f);
-    const signature = sign(this.sig.hash, tbs, { key: this.key, dsaEncoding: 'der' });
+    // Passing the KeyObject directly (not { key, dsaEncoding: 'der' }, which is the
+    // default anyway) saves ~25 µs per signature in Node 24: see importSpki in csr.ts.
+    const signature = sign(this.sig.hash, tbs, this.key);
     return tlv(0x30, tbs, this.sig.algId, tlv(0x03, Uint8Array.of(0), signature));
   }
 }

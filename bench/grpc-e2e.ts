@@ -10,6 +10,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { createServer, connect } from 'node:net';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
 import { DevTokenIssuer } from '../src/identity/dev-issuer.ts';
 import { peculiarCsr } from '../test/support/csr.ts';
 import { tempDir } from '../test/support/tmp.ts';
@@ -54,31 +55,22 @@ interface LoadResult {
 
 async function drive(server: ChildProcess, jobFile: string): Promise<LoadResult & { serverCpu: number }> {
   const lg = spawn(node, [join(root, 'bench/lib/loadgen.ts'), jobFile], { stdio: ['pipe', 'pipe', 'inherit'] });
-  let out = '';
-  await new Promise<void>((resolve, reject) => {
-    lg.stdout.on('data', (d: Buffer) => {
-      out += d;
-      if (out.includes('READY\n')) resolve();
-    });
-    lg.on('exit', (c) => reject(new Error(`load generator exited early (${c})`)));
-  });
-  out = '';
+  // One line reader for the whole conversation: READY, then one JSON line.
+  const lines = createInterface({ input: lg.stdout })[Symbol.asyncIterator]();
+  const exited = new Promise<never>((_, reject) => lg.once('exit', (c) => reject(new Error(`load generator exited (${c})`))));
+  exited.catch(() => undefined);
+  const nextLine = async (): Promise<string> => {
+    const r = await Promise.race([lines.next(), exited]);
+    if (r.done) throw new Error('load generator closed its output');
+    return r.value;
+  };
+  if ((await nextLine()) !== 'READY') throw new Error('load generator did not get ready');
   const cpu0 = processCpuSeconds(server.pid!);
   lg.stdin.write('go\n');
-  const res = await new Promise<LoadResult>((resolve, reject) => {
-    lg.stdout.on('data', (d: Buffer) => {
-      out += d;
-      if (out.endsWith('\n')) {
-        try {
-          resolve(JSON.parse(out) as LoadResult);
-        } catch {
-          /* partial line */
-        }
-      }
-    });
-    lg.on('exit', (c) => (c ? reject(new Error(`load generator failed (${c})`)) : undefined));
-  });
-  return { ...res, serverCpu: processCpuSeconds(server.pid!) - cpu0 };
+  const res = JSON.parse(await nextLine()) as LoadResult;
+  const serverCpu = processCpuSeconds(server.pid!) - cpu0;
+  await new Promise((r) => (lg.exitCode === null ? lg.once('exit', r) : r(null)));
+  return { ...res, serverCpu };
 }
 
 export async function runGrpcE2e(): Promise<Record<string, number>> {

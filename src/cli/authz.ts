@@ -1,5 +1,279 @@
-// Placeholder until the command lands; see the open issue for its scope.
-export async function run(_argv: string[]): Promise<number> {
-  process.stderr.write('castellan authz: not available yet\n');
-  return 2;
+/**
+ * `castellan authz check|test|validate|serve`: Istio AuthorizationPolicy
+ * evaluation for policy authors and Envoy's ext_authz.
+ *
+ * Exit codes: 0 evaluated / every case passed / no errors; 1 `--expect`
+ * mismatch or a failed case; 2 invalid input (flags, policies, request,
+ * suite), with a message naming the file, document, field and reason.
+ * `serve` exits 0 after SIGINT/SIGTERM, 1 if it fails at run time.
+ */
+import { readFileSync } from 'node:fs';
+import { helpText, parseCommand, parseDuration, type FlagSpec, type FlagValues } from '../config/flags.ts';
+import { AuthzEngine, type CustomDecision } from '../authz/engine.ts';
+import { formatDecision } from '../authz/explain.ts';
+import { assertNoErrors, collectPolicies, formatIssue, type FileIssue } from '../authz/loader.ts';
+import { createAuthzMetrics } from '../authz/metrics.ts';
+import { PATH_NORMALIZATIONS, type PathNormalization } from '../authz/path.ts';
+import { parseRequestText } from '../authz/request.ts';
+import { runSuiteFile, type SuiteResult } from '../authz/suite.ts';
+import { PolicyWatcher } from '../authz/watch.ts';
+import { startExtAuthzServer } from '../grpc/ext-authz.ts';
+import { CastellanError } from '../platform/errors.ts';
+import { createLogger } from '../platform/logger.ts';
+import { startOpsServer, type OpsServer } from '../server/http.ts';
+
+const COMMON: FlagSpec[] = [
+  { name: 'root-namespace', type: 'string', arg: 'NS', default: 'istio-system', help: 'namespace whose policies apply to every workload of the mesh' },
+  { name: 'path-normalization', type: 'string', arg: 'MODE', default: 'base', help: `path normalisation before matching: ${PATH_NORMALIZATIONS.join('|')}` },
+  { name: 'custom-decision', type: 'string', arg: 'allow|deny', default: 'deny', help: 'answer of the CUSTOM provider when a CUSTOM policy matches' },
+];
+const OUTPUT: FlagSpec = { name: 'output', type: 'string', arg: 'text|json', default: 'text', help: 'output format' };
+
+export const CHECK_FLAGS: FlagSpec[] = [
+  { name: 'policies', type: 'string', multiple: true, arg: 'PATH', help: 'policy file or directory (.yaml, .yml, .json); more paths may follow' },
+  { name: 'request', type: 'string', arg: 'FILE|-', help: 'request document (YAML or JSON; - for stdin)' },
+  OUTPUT,
+  { name: 'explain', type: 'boolean', help: 'list every policy considered and the first condition that failed' },
+  { name: 'expect', type: 'string', arg: 'allow|deny', help: 'exit 1 unless the decision is this' },
+  ...COMMON,
+];
+export const TEST_FLAGS: FlagSpec[] = [OUTPUT, { name: 'verbose', type: 'boolean', help: 'print the explanation of failed cases' }, ...COMMON];
+export const VALIDATE_FLAGS: FlagSpec[] = [
+  { name: 'policies', type: 'string', multiple: true, arg: 'PATH', help: 'policy file or directory (also accepted as arguments)' },
+  OUTPUT,
+];
+export const SERVE_FLAGS: FlagSpec[] = [
+  { name: 'policies', type: 'string', multiple: true, arg: 'PATH', help: 'policy file or directory, reloaded on change' },
+  { name: 'grpc-listen', type: 'string', arg: 'ADDR', default: '127.0.0.1:9191', help: 'ext_authz gRPC address (host:port or unix:/path; plaintext, as Envoy\'s local ext_authz cluster uses)' },
+  { name: 'http-listen', type: 'string', arg: 'ADDR', default: '127.0.0.1:9192', help: '/metrics /healthz /readyz address ("off" to disable)' },
+  ...COMMON,
+  { name: 'workload-namespace', type: 'string', arg: 'NS', help: 'destination workload namespace when a check request does not name one' },
+  { name: 'workload-label', type: 'string', multiple: true, arg: 'K=V', help: 'destination workload label added to every check request' },
+  { name: 'poll-interval', type: 'string', arg: 'DUR', default: '2s', help: 'how often policy files are checked for changes (besides file events)' },
+  { name: 'log-level', type: 'string', arg: 'LEVEL', default: 'info', help: 'trace|debug|info|warn|error|fatal|silent' },
+];
+
+const SUBCOMMANDS: Record<string, { synopsis: string; summary: string; flags: FlagSpec[] }> = {
+  check: { synopsis: '--policies PATH... --request FILE|- [flags]', summary: 'decide one request and say why', flags: CHECK_FLAGS },
+  test: { synopsis: 'SUITE... [flags]', summary: 'run policy test suites (a line per case, exit 1 on failure)', flags: TEST_FLAGS },
+  validate: { synopsis: 'PATH... [flags]', summary: 'lint policies with Istio\'s validation rules and warnings', flags: VALIDATE_FLAGS },
+  serve: { synopsis: '--policies PATH... [--grpc-listen ADDR] [flags]', summary: 'serve Envoy ext_authz (envoy.service.auth.v3.Authorization/Check)', flags: SERVE_FLAGS },
+};
+
+function usage(): string {
+  const lines = ['usage: castellan authz <command> [flags]', '', 'commands:'];
+  for (const [n, s] of Object.entries(SUBCOMMANDS)) lines.push(`  ${n.padEnd(9)} ${s.summary}`);
+  lines.push('', 'Run "castellan authz <command> --help" for its flags.', 'Exit codes: 0 ok, 1 expectation or test failure, 2 invalid input.');
+  return lines.join('\n') + '\n';
+}
+
+function invalid(msg: string): CastellanError {
+  return new CastellanError('INVALID_ARGUMENT', 'config.invalid', msg);
+}
+
+interface Common {
+  rootNamespace: string;
+  pathNormalization: PathNormalization;
+  customDecision: CustomDecision;
+  output: 'text' | 'json';
+}
+
+function common(cmd: string, v: FlagValues): Common {
+  const rootNamespace = v['root-namespace'] as string;
+  if (!rootNamespace) throw invalid(`castellan authz ${cmd}: --root-namespace must not be empty`);
+  const pn = v['path-normalization'] as string;
+  if (!(PATH_NORMALIZATIONS as readonly string[]).includes(pn)) throw invalid(`castellan authz ${cmd}: --path-normalization must be one of ${PATH_NORMALIZATIONS.join(', ')}, got "${pn}"`);
+  const cd = String(v['custom-decision'] ?? 'deny').toLowerCase();
+  if (cd !== 'allow' && cd !== 'deny') throw invalid(`castellan authz ${cmd}: --custom-decision must be allow or deny, got "${cd}"`);
+  const out = String(v.output ?? 'text');
+  if (out !== 'text' && out !== 'json') throw invalid(`castellan authz ${cmd}: --output must be text or json, got "${out}"`);
+  return { rootNamespace, pathNormalization: pn as PathNormalization, customDecision: cd, output: out };
+}
+
+function policyPaths(cmd: string, v: FlagValues, positionals: string[]): string[] {
+  const paths = [...((v.policies as string[] | undefined) ?? []), ...positionals];
+  if (paths.length === 0) throw invalid(`castellan authz ${cmd}: --policies PATH is required (a file or directory of AuthorizationPolicy documents)`);
+  return paths;
+}
+
+function printIssues(issues: readonly FileIssue[], severities: readonly string[]): void {
+  for (const i of issues) if (severities.includes(i.severity)) process.stderr.write(`${i.severity}: ${formatIssue(i)}\n`);
+}
+
+function runCheck(v: FlagValues, positionals: string[]): number {
+  const c = common('check', v);
+  const paths = policyPaths('check', v, positionals);
+  const reqPath = v.request as string | undefined;
+  if (!reqPath) throw invalid('castellan authz check: --request FILE is required (a request document; - reads stdin)');
+  const expect = v.expect === undefined ? undefined : String(v.expect).toUpperCase();
+  if (expect !== undefined && expect !== 'ALLOW' && expect !== 'DENY') throw invalid(`castellan authz check: --expect must be allow or deny, got "${String(v.expect)}"`);
+  const loaded = assertNoErrors(collectPolicies(paths));
+  let text: string;
+  try {
+    text = readFileSync(reqPath === '-' ? 0 : reqPath, 'utf8');
+  } catch (e) {
+    throw invalid(`castellan authz check: cannot read request ${reqPath}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+  const request = parseRequestText(text, reqPath === '-' ? '<stdin>' : reqPath);
+  const engine = AuthzEngine.compile(loaded.policies, { rootNamespace: c.rootNamespace, pathNormalization: c.pathNormalization });
+  const explain = v.explain === true;
+  const d = engine.evaluate(request, { explain, customDecision: c.customDecision });
+  if (c.output === 'json') process.stdout.write(JSON.stringify(d, null, 2) + '\n');
+  else {
+    if (explain) printIssues(loaded.issues, ['warning']);
+    process.stdout.write(formatDecision(d, { explain }));
+  }
+  if (expect !== undefined && d.decision !== expect) {
+    if (c.output === 'text') process.stderr.write(`castellan authz check: expected ${expect}, got ${d.decision}\n`);
+    return 1;
+  }
+  return 0;
+}
+
+function runTest(v: FlagValues, suites: string[]): number {
+  const c = common('test', v);
+  if (suites.length === 0) throw invalid('castellan authz test: give at least one suite file');
+  const results: SuiteResult[] = suites.map((f) => runSuiteFile(f, c));
+  const all = results.flatMap((r) => r.cases);
+  const failed = all.filter((r) => !r.passed).length;
+  if (c.output === 'json') {
+    process.stdout.write(JSON.stringify({ passed: all.length - failed, failed, suites: results.map((r) => ({ suite: r.suite, policies: r.policies, cases: r.cases.map((x) => ({ name: x.name, passed: x.passed, expect: x.expect, message: x.message, decision: { ...x.decision, trace: v.verbose ? x.decision.trace : undefined } })) })) }, null, 2) + '\n');
+  } else {
+    for (const r of results) {
+      if (results.length > 1) process.stdout.write(`${r.suite} (${r.policies} policies)\n`);
+      for (const x of r.cases) {
+        process.stdout.write(`${x.passed ? 'PASS' : 'FAIL'}  ${x.name}: ${x.message}\n`);
+        if (!x.passed && v.verbose) process.stdout.write(formatDecision(x.decision, { explain: true }).replace(/^/gm, '        '));
+      }
+    }
+    process.stdout.write(`${all.length - failed} passed, ${failed} failed\n`);
+  }
+  return failed > 0 ? 1 : 0;
+}
+
+function runValidate(v: FlagValues, positionals: string[]): number {
+  const out = String(v.output ?? 'text');
+  if (out !== 'text' && out !== 'json') throw invalid(`castellan authz validate: --output must be text or json, got "${out}"`);
+  const paths = policyPaths('validate', v, positionals);
+  const r = collectPolicies(paths);
+  const count = (s: string): number => r.issues.filter((i) => i.severity === s).length;
+  let errors = count('error');
+  let duplicate: string | undefined;
+  if (errors === 0) {
+    try {
+      assertNoErrors(r);
+    } catch (e) {
+      duplicate = (e as Error).message;
+      errors++;
+    }
+  }
+  if (out === 'json') {
+    process.stdout.write(JSON.stringify({ files: r.files, policies: r.policies.map((p) => `${p.namespace}/${p.name}`), errors, warnings: count('warning'), issues: r.issues, ...(duplicate ? { duplicate } : {}) }, null, 2) + '\n');
+  } else {
+    for (const i of r.issues) process.stdout.write(`${i.severity}: ${formatIssue(i)}\n`);
+    if (duplicate) process.stdout.write(`error: ${duplicate}\n`);
+    process.stdout.write(`${r.files.length} file(s), ${r.policies.length} policies: ${errors} error(s), ${count('warning')} warning(s), ${count('note')} note(s)\n`);
+  }
+  return errors > 0 ? 2 : 0;
+}
+
+async function runServe(v: FlagValues, positionals: string[]): Promise<number> {
+  const c = common('serve', v);
+  const paths = policyPaths('serve', v, positionals);
+  const labels: Record<string, string> = {};
+  for (const l of (v['workload-label'] as string[] | undefined) ?? []) {
+    const i = l.indexOf('=');
+    if (i <= 0) throw invalid(`castellan authz serve: --workload-label must be KEY=VALUE, got "${l}"`);
+    labels[l.slice(0, i)] = l.slice(i + 1);
+  }
+  const pollMs = parseDuration(String(v['poll-interval']), '--poll-interval');
+  const grpcListen = String(v['grpc-listen']);
+  const httpListen = String(v['http-listen']);
+  if (!/^(unix:.+|(\[[0-9a-fA-F:]+\]|[^:\s/]+):\d{1,5})$/.test(grpcListen)) throw invalid(`castellan authz serve: --grpc-listen must be HOST:PORT or unix:/path, got "${grpcListen}"`);
+  if (httpListen !== 'off' && !/^(\[[0-9a-fA-F:]+\]|[^:\s/]+):\d{1,5}$/.test(httpListen)) throw invalid(`castellan authz serve: --http-listen must be HOST:PORT or "off", got "${httpListen}"`);
+  const logger = createLogger({ level: String(v['log-level']), name: 'authz' });
+  const metrics = createAuthzMetrics();
+  const watcher = new PolicyWatcher({ paths, engine: { rootNamespace: c.rootNamespace, pathNormalization: c.pathNormalization }, logger, metrics, pollMs });
+  let ops: OpsServer | undefined;
+  let grpcServer;
+  try {
+    grpcServer = await startExtAuthzServer({
+      listen: grpcListen,
+      engine: () => watcher.engine,
+      defaults: { ...(v['workload-namespace'] ? { namespace: String(v['workload-namespace']) } : {}), labels },
+      customDecision: c.customDecision,
+      metrics,
+      logger,
+    });
+    if (httpListen !== 'off') ops = await startOpsServer(httpListen, { registry: metrics.registry, ready: () => true, logger });
+  } catch (e) {
+    watcher.close();
+    await grpcServer?.close();
+    const msg = `failed to start: ${(e as Error).message}`;
+    logger.fatal({ event: 'authz.start_failed' }, msg);
+    logger.flush();
+    process.stderr.write(`castellan authz serve: ${msg}\n`);
+    return 1;
+  }
+  const g = grpcServer;
+  logger.info({ event: 'authz.listening', grpc: g.address, http: ops?.address ?? 'off', policies: watcher.engine.size }, 'ext_authz serving');
+  return new Promise<number>((resolve) => {
+    let stopping = false;
+    const hup = (): void => void watcher.reload();
+    const stop = (signal: string): void => {
+      if (stopping) return;
+      stopping = true;
+      logger.info({ event: 'authz.signal', signal }, 'shutting down');
+      watcher.close();
+      process.off('SIGHUP', hup);
+      Promise.all([g.close(), ops?.close()]).then(
+        () => {
+          logger.flush();
+          resolve(0);
+        },
+        (e: unknown) => {
+          logger.error({ err: e }, 'shutdown failed');
+          resolve(1);
+        },
+      );
+    };
+    process.on('SIGHUP', hup);
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
+}
+
+export async function run(argv: string[]): Promise<number> {
+  const [sub, ...rest] = argv;
+  if (sub === undefined || sub === '--help' || sub === '-h' || sub === 'help') {
+    process.stdout.write(usage());
+    return sub === undefined ? 2 : 0;
+  }
+  const spec = SUBCOMMANDS[sub];
+  if (!spec) {
+    process.stderr.write(`castellan authz: unknown command "${sub}"\n\n${usage()}`);
+    return 2;
+  }
+  const cmd = `authz ${sub}`;
+  try {
+    const parsed = parseCommand(cmd, rest, spec.flags, { allowPositionals: true, configFlag: sub === 'serve', ...(sub === 'serve' ? {} : { env: {} }) });
+    if (parsed.values.help) {
+      process.stdout.write(helpText(cmd, spec.synopsis, spec.flags));
+      return 0;
+    }
+    switch (sub) {
+      case 'check':
+        return runCheck(parsed.values, parsed.positionals);
+      case 'test':
+        return runTest(parsed.values, parsed.positionals);
+      case 'validate':
+        return runValidate(parsed.values, parsed.positionals);
+      default:
+        return await runServe(parsed.values, parsed.positionals);
+    }
+  } catch (e) {
+    const msg = e instanceof CastellanError ? e.message : `unexpected error: ${(e as Error).stack ?? String(e)}`;
+    process.stderr.write(`${msg.startsWith('castellan ') ? '' : `castellan ${cmd}: `}${msg}\n`);
+    return 2;
+  }
 }

@@ -1,0 +1,132 @@
+/**
+ * A live policy set for long-running servers: loaded from files and
+ * directories, reloaded when they change (fs.watch for promptness, a
+ * fingerprint poll as the safety net for editors, ConfigMap symlink swaps and
+ * file systems without inotify).
+ *
+ * A reload builds a whole new engine and swaps one reference, so a request in
+ * flight keeps the engine it started with and no request ever waits. A bad
+ * edit keeps the last good set, is logged once and counted
+ * (`castellan_authz_policy_reloads_total{result="error"}`).
+ */
+import { statSync, watch, type FSWatcher } from 'node:fs';
+import { dirname } from 'node:path';
+import type { Logger } from '../platform/logger.ts';
+import { AuthzEngine, type EngineOptions } from './engine.ts';
+import { loadPolicies, policyFingerprint } from './loader.ts';
+import type { AuthzMetrics } from './metrics.ts';
+
+export interface PolicyWatcherOptions {
+  readonly paths: readonly string[];
+  readonly engine: EngineOptions;
+  readonly logger: Logger;
+  readonly metrics?: AuthzMetrics;
+  /** Fingerprint poll interval in milliseconds (default 2000; 0 disables polling). */
+  readonly pollMs?: number;
+  /** Quiet time after a change event before reloading, in milliseconds (default 100). */
+  readonly debounceMs?: number;
+  /** Called after every reload attempt (tests). */
+  readonly onReload?: (r: { ok: boolean; policies: number; error?: string }) => void;
+}
+
+export class PolicyWatcher {
+  #engine: AuthzEngine;
+  #fingerprint: string;
+  #lastError: string | undefined;
+  readonly #opts: PolicyWatcherOptions;
+  readonly #watchers: FSWatcher[] = [];
+  #timer: NodeJS.Timeout | undefined;
+  #debounce: NodeJS.Timeout | undefined;
+  #closed = false;
+
+  /** Loads the initial set; throws CastellanError when it is invalid. */
+  constructor(opts: PolicyWatcherOptions) {
+    this.#opts = opts;
+    this.#fingerprint = policyFingerprint(opts.paths);
+    this.#engine = AuthzEngine.compile(loadPolicies(opts.paths).policies, opts.engine);
+    opts.metrics?.policies.set(this.#engine.size);
+    opts.metrics?.lastReloadSuccess.set(Math.floor(Date.now() / 1000));
+    opts.metrics?.reloads.inc({ result: 'ok' });
+    const dirs = new Set<string>();
+    for (const p of opts.paths) {
+      let isDir = false;
+      try {
+        isDir = statSync(p).isDirectory();
+      } catch {
+        // watched through its parent
+      }
+      dirs.add(isDir ? p : dirname(p));
+    }
+    for (const d of dirs) {
+      try {
+        const w = watch(d, { recursive: true, persistent: false }, () => this.#changed());
+        w.on('error', () => undefined); // the poll still covers it
+        this.#watchers.push(w);
+      } catch {
+        // no inotify here: polling only
+      }
+    }
+    const poll = opts.pollMs ?? 2000;
+    if (poll > 0) {
+      this.#timer = setInterval(() => this.#check(), poll);
+      this.#timer.unref();
+    }
+  }
+
+  /** The active engine. Capture it once per request. */
+  get engine(): AuthzEngine {
+    return this.#engine;
+  }
+
+  /** The error of the last failed reload, if the active set is older than the files. */
+  get lastError(): string | undefined {
+    return this.#lastError;
+  }
+
+  #changed(): void {
+    if (this.#closed) return;
+    clearTimeout(this.#debounce);
+    this.#debounce = setTimeout(() => this.#check(), this.#opts.debounceMs ?? 100);
+    this.#debounce.unref();
+  }
+
+  #check(): void {
+    if (this.#closed) return;
+    const fp = policyFingerprint(this.#opts.paths);
+    if (fp === this.#fingerprint) return;
+    this.#fingerprint = fp;
+    this.reload();
+  }
+
+  /** Reloads now (also used by SIGHUP). Returns whether the new set is active. */
+  reload(): boolean {
+    const { logger, metrics } = this.#opts;
+    try {
+      const engine = AuthzEngine.compile(loadPolicies(this.#opts.paths).policies, this.#opts.engine);
+      this.#engine = engine;
+      this.#lastError = undefined;
+      metrics?.reloads.inc({ result: 'ok' });
+      metrics?.policies.set(engine.size);
+      metrics?.lastReloadSuccess.set(Math.floor(Date.now() / 1000));
+      logger.info({ event: 'authz.reload', policies: engine.size }, 'policies reloaded');
+      this.#opts.onReload?.({ ok: true, policies: engine.size });
+      return true;
+    } catch (e) {
+      const msg = (e as Error).message;
+      metrics?.reloads.inc({ result: 'error' });
+      if (msg !== this.#lastError) {
+        logger.error({ event: 'authz.reload_failed', policies: this.#engine.size, error: msg }, 'policy reload failed: keeping the last good policy set');
+      }
+      this.#lastError = msg;
+      this.#opts.onReload?.({ ok: false, policies: this.#engine.size, error: msg });
+      return false;
+    }
+  }
+
+  close(): void {
+    this.#closed = true;
+    clearInterval(this.#timer);
+    clearTimeout(this.#debounce);
+    for (const w of this.#watchers) w.close();
+  }
+}

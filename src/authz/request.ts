@@ -236,12 +236,18 @@ function parseAuth(e: RequestErrors, a: Record<string, unknown>): RequestAuth {
   } else if (typeof claims.aud === 'string') audiences = [claims.aud];
   else if (Array.isArray(claims.aud)) audiences = claims.aud.filter((x): x is string => typeof x === 'string');
   const presenter = e.str(a.presenter, [...p, 'presenter']) ?? (typeof claims.azp === 'string' ? claims.azp : undefined);
+  // The token's payload: principal, audiences and presenter are its iss/sub, aud and azp claims.
+  const payload: Record<string, unknown> = { ...claims };
+  if (issuer !== undefined && payload.iss === undefined) payload.iss = issuer;
+  if (subject !== undefined && payload.sub === undefined) payload.sub = subject;
+  if (audiences && payload.aud === undefined) payload.aud = audiences;
+  if (presenter !== undefined && payload.azp === undefined) payload.azp = presenter;
   return {
     ...(issuer !== undefined ? { issuer } : {}),
     ...(subject !== undefined ? { subject } : {}),
     ...(audiences ? { audiences } : {}),
     ...(presenter !== undefined ? { presenter } : {}),
-    claims,
+    claims: payload,
   };
 }
 

@@ -101,10 +101,11 @@ class Collector {
     docs.forEach((doc, i) => {
       const n = i + 1;
       if (doc.errors.length > 0) {
-        for (const err of doc.errors) {
-          const line = err.linePos?.[0]?.line ?? (err.pos ? lc.linePos(err.pos[0]).line : undefined);
-          this.issues.push({ severity: 'error', file, document: n, ...(line ? { line } : {}), path: '', message: `invalid YAML: ${err.message.split('\n')[0]}` });
-        }
+        // The first error is the cause; the parser's follow-up errors are noise.
+        const err = doc.errors[0]!;
+        const line = err.linePos?.[0]?.line ?? (err.pos ? lc.linePos(err.pos[0]).line : undefined);
+        const more = doc.errors.length > 1 ? ` (and ${doc.errors.length - 1} more)` : '';
+        this.issues.push({ severity: 'error', file, document: n, ...(line ? { line } : {}), path: '', message: `invalid YAML: ${err.message.split('\n')[0]}${more}` });
         return;
       }
       let value: unknown;

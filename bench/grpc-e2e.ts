@@ -88,9 +88,11 @@ export async function runGrpcE2e(): Promise<Record<string, number>> {
       });
     }
     const port = await freePort();
+    // SERVER_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" profiles the server.
+    const nodeArgs = (process.env.SERVER_NODE_ARGS ?? '').split(' ').filter(Boolean);
     server = spawn(
       node,
-      [join(root, 'bin/castellan.js'), 'server', '--data-dir', join(tmp.path, 'data'), '--grpc-listen', `127.0.0.1:${port}`, '--http-listen', 'off',
+      [...nodeArgs, join(root, 'bin/castellan.js'), 'server', '--data-dir', join(tmp.path, 'data'), '--grpc-listen', `127.0.0.1:${port}`, '--http-listen', 'off',
         '--jwks-file', issuer.jwksPath, '--jwt-issuer', issuer.issuer, '--log-level', 'warn', '--queue-max', '100000'],
       { stdio: ['ignore', 'ignore', 'inherit'] },
     );

@@ -1,20 +1,23 @@
 /**
- * Service-account JWTs verified locally with jose (protocols.md §2,
- * security.md T1-T9): keys only from the configured JWKS (file, URL or OIDC
- * discovery), asymmetric algorithms only, `iss` and `aud` checked, `exp`
- * required, ≤ 60 s leeway, `sub` exactly system:serviceaccount:<ns>:<sa>
- * and consistent with the `kubernetes.io` claim. Fails closed: no JWKS, no
- * acceptance (UNAVAILABLE, which agents retry).
+ * Service-account JWTs verified locally (protocols.md §2, security.md
+ * T1-T9): keys only from the configured JWKS (file, URL or OIDC discovery,
+ * managed by jose), asymmetric algorithms only, `iss` and `aud` checked,
+ * `exp` required, ≤ 60 s leeway, `sub` exactly
+ * system:serviceaccount:<ns>:<sa> and consistent with the `kubernetes.io`
+ * claim. Signature and claims are checked by jws.ts (synchronous
+ * node:crypto, the hot path). Fails closed: no JWKS, no acceptance
+ * (UNAVAILABLE, which agents retry).
  */
 import { readFileSync, statSync } from 'node:fs';
-import { createLocalJWKSet, createRemoteJWKSet, decodeProtectedHeader, errors, jwtVerify, type JWTVerifyGetKey, type JWTPayload, type JSONWebKeySet } from 'jose';
+import { createLocalJWKSet, createRemoteJWKSet, errors, type JWTVerifyGetKey, type JSONWebKeySet } from 'jose';
 import { CastellanError } from '../platform/errors.ts';
 import type { Clock } from '../platform/clock.ts';
 import { workloadSpiffeId } from '../spiffe/id.ts';
 import { parseServiceAccountUser, unauthenticated } from './bearer.ts';
+import { checkClaims, verifyCompactJws } from './jws.ts';
 import type { Caller } from './types.ts';
 
-export const JWT_ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'];
+export { JWT_ALGORITHMS } from './jws.ts';
 
 export interface JwtOptions {
   jwksFile?: string;
@@ -97,31 +100,18 @@ export class JwtAuthenticator {
   }
 
   async authenticate(token: string): Promise<Caller> {
-    let header: ReturnType<typeof decodeProtectedHeader>;
+    let payload: Record<string, unknown>;
     try {
-      header = decodeProtectedHeader(token);
-    } catch (e) {
-      throw unauthenticated('auth.token_malformed', 'token is not a well-formed JWT', e);
-    }
-    for (const h of ['jku', 'x5u', 'jwk', 'x5c']) {
-      if (h in header) throw unauthenticated('auth.token_header', `token header "${h}" is not accepted: keys come only from the configured JWKS`);
-    }
-    let payload: JWTPayload;
-    try {
-      ({ payload } = await jwtVerify(token, this.keys, {
+      ({ payload } = await verifyCompactJws(token, this.keys));
+      checkClaims(payload, {
         issuer: this.issuer,
-        audience: this.opts.audiences,
-        algorithms: JWT_ALGORITHMS,
-        requiredClaims: ['exp', 'aud', 'iss', 'sub'],
-        clockTolerance: Math.min(60, this.opts.clockToleranceSec ?? 60),
-        currentDate: new Date(this.opts.clock.now()),
-      }));
+        audiences: this.opts.audiences,
+        now: Math.floor(this.opts.clock.now() / 1000),
+        toleranceSec: Math.min(60, this.opts.clockToleranceSec ?? 60),
+      });
     } catch (e) {
       throw mapJoseError(e);
     }
-    // jose accepts iat in the future; Kubernetes tokens never have one.
-    const now = this.opts.clock.now() / 1000;
-    if (typeof payload.iat === 'number' && payload.iat > now + 60) throw unauthenticated('auth.token_claims', 'token issued in the future');
     const sa = parseServiceAccountUser(payload.sub);
     if (!sa) throw unauthenticated('auth.token_subject', 'token subject is not system:serviceaccount:<namespace>:<name>');
     const k8s = payload['kubernetes.io'] as { namespace?: unknown; serviceaccount?: { name?: unknown }; pod?: { name?: unknown; uid?: unknown } } | undefined;

@@ -21,7 +21,11 @@ export interface BatchSignerOptions {
   workers: number;
   /** most requests per batch (>= 1) */
   maxBatchSize: number;
-  /** ms a partial batch waits for company before it is cut */
+  /**
+   * ms a partial batch waits for company before it is cut; 0 cuts at the end
+   * of the current event-loop turn. A batch is also cut as soon as there is a
+   * full batch for every worker.
+   */
   maxBatchWaitMs: number;
   /** queued + in-flight requests beyond which new ones are refused */
   maxQueue: number;
@@ -69,7 +73,9 @@ export class BatchSigner {
   private readonly opts: BatchSignerOptions;
   private issuer: IssuerMaterial | undefined;
   private queue: Pending[] = [];
-  private timer: NodeJS.Timeout | undefined;
+  private timer: { timeout?: NodeJS.Timeout; immediate?: NodeJS.Immediate } | undefined;
+  /** queued requests have waited their maxBatchWaitMs: cut as soon as a worker is free */
+  private ripe = false;
   private slots: WorkerSlot[] = [];
   private inFlightCount = 0;
   private batchSeq = 0;
@@ -94,6 +100,7 @@ export class BatchSigner {
       if (!batch) return;
       slot.inFlight.delete(reply.batchId);
       this.settle(batch, reply.outcomes);
+      if (this.ripe || this.queue.length >= this.opts.maxBatchSize) this.cut();
     });
     const fail = (why: string) => {
       if (slot.dead) return;
@@ -107,6 +114,10 @@ export class BatchSigner {
       if (i < 0 || this.closed) return;
       if (this.respawns++ < MAX_RESPAWNS) this.slots[i] = this.spawn();
       else this.slots.splice(i, 1); // keep failing? sign on this thread rather than loop forever
+      if (this.queue.length > 0) {
+        this.ripe = true;
+        this.cut();
+      }
     };
     worker.on('error', (e) => fail(e.message));
     worker.on('exit', (code) => fail(`exit ${code}`));
@@ -115,7 +126,10 @@ export class BatchSigner {
 
   /** Batches cut from now on are signed by `m`; batches already cut keep their issuer. */
   setIssuer(m: IssuerMaterial): void {
-    this.issuer = m;
+    // Own, exact-size copies: a Buffer is often a view into a 64 KiB pool slab, and
+    // structured clone copies a view's whole backing store, so every batch would
+    // otherwise carry ~128 KiB to its worker (measured: 78 us vs 7 us per message).
+    this.issuer = { ...m, certDer: new Uint8Array(m.certDer), keyPkcs8Der: new Uint8Array(m.keyPkcs8Der) };
   }
 
   /**
@@ -133,35 +147,66 @@ export class BatchSigner {
     return new Promise((resolve, reject) => {
       const full: IssueRequest = { csrPem: req.csrPem, spiffeId: req.spiffeId, ttlMs: req.ttlMs, now: req.now ?? Date.now() };
       this.queue.push({ req: full, resolve, reject });
-      if (this.queue.length >= this.opts.maxBatchSize) this.flush();
-      else this.timer ??= setTimeout(() => this.flush(), this.opts.maxBatchWaitMs);
+      if (this.ripe || this.queue.length >= this.opts.maxBatchSize) this.cut();
+      else if (!this.timer) {
+        // 0 ms: ripe at the end of this event-loop turn, so requests decoded from the
+        // same socket reads share a batch without any added latency.
+        const fire = (): void => {
+          this.timer = undefined;
+          this.ripe = true;
+          this.cut();
+        };
+        this.timer = this.opts.maxBatchWaitMs === 0 ? { immediate: setImmediate(fire) } : { timeout: setTimeout(fire, this.opts.maxBatchWaitMs) };
+      }
     });
   }
 
-  /** Cuts everything queued into batches, all against the issuer current now. */
-  private flush(): void {
-    if (this.timer) {
-      clearTimeout(this.timer);
-      this.timer = undefined;
+  /**
+   * Cuts batches for the workers that have none in flight, against the issuer
+   * current now. Queued requests wait while every worker is busy (they are
+   * not cut yet, so a rotation meanwhile applies to them): a reply frees a
+   * worker and cuts again. So batches stay small under light load and grow
+   * by themselves under heavy load, where they save the most per item.
+   */
+  private cut(): void {
+    if (this.queue.length === 0) {
+      this.ripe = false;
+      return;
     }
+    if (this.timer?.timeout) clearTimeout(this.timer.timeout);
+    if (this.timer?.immediate) clearImmediate(this.timer.immediate);
+    this.timer = undefined;
     const issuer = this.issuer!;
-    while (this.queue.length > 0) {
-      const items = this.queue.splice(0, this.opts.maxBatchSize);
-      this.dispatch({ seq: ++this.batchSeq, issuerId: issuer.id, items, cutAt: performance.now() }, issuer);
-    }
-  }
-
-  private dispatch(batch: Batch, issuer: IssuerMaterial): void {
-    this.inFlightCount += batch.items.length;
     const live = this.slots.filter((s) => !s.dead);
     if (live.length === 0) {
-      // In-thread mode: one batch per event-loop turn, so I/O keeps flowing between batches.
+      // In-thread mode: every batch is cut now and signed one per event-loop turn.
+      while (this.queue.length > 0) this.dispatch(this.batchOf(this.opts.maxBatchSize, issuer), issuer, undefined);
+      this.ripe = false;
+      return;
+    }
+    const free = live.filter((s) => s.inFlight.size === 0);
+    if (free.length > 0) {
+      // Spread what is queued evenly over the free workers, at most maxBatchSize each.
+      const size = Math.min(this.opts.maxBatchSize, Math.ceil(this.queue.length / free.length));
+      for (const slot of free) {
+        if (this.queue.length === 0) break;
+        this.dispatch(this.batchOf(size, issuer), issuer, slot);
+      }
+    }
+    this.ripe = this.queue.length > 0;
+  }
+
+  private batchOf(size: number, issuer: IssuerMaterial): Batch {
+    return { seq: ++this.batchSeq, issuerId: issuer.id, items: this.queue.splice(0, size), cutAt: performance.now() };
+  }
+
+  private dispatch(batch: Batch, issuer: IssuerMaterial, slot: WorkerSlot | undefined): void {
+    this.inFlightCount += batch.items.length;
+    if (!slot) {
       setImmediate(() => this.settle(batch, runBatch(issuer, batch.items.map((p) => p.req))));
       return;
     }
-    let slot = live[0]!;
-    for (const s of live) if (s.inFlight.size < slot.inFlight.size) slot = s;
-    // The issuer travels with every batch (about 1-2 KB, cloned): the worker needs no
+    // The issuer travels with every batch (about 1 KB, cloned): the worker needs no
     // issuer state of its own, so a batch can only ever be signed by its own snapshot.
     const msg: BatchMessage = { batchId: batch.seq, issuer, items: batch.items.map((p) => p.req) };
     slot.inFlight.set(batch.seq, batch);
@@ -202,19 +247,22 @@ export class BatchSigner {
    */
   async close(): Promise<void> {
     if (this.closed) return;
-    if (this.queue.length > 0 && this.issuer) this.flush();
     this.closed = true;
+    if (this.queue.length > 0 && this.issuer) {
+      this.ripe = true;
+      this.cut();
+    }
     const deadline = Date.now() + CLOSE_DRAIN_MS;
-    while (this.inFlightCount > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+    while (this.queue.length + this.inFlightCount > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
     const slots = this.slots;
     this.slots = [];
     for (const s of slots) s.dead = true;
     await Promise.all(slots.map((s) => s.worker.terminate()));
+    const closedOutcome = (): ItemOutcome => ({ ok: false, kind: 'UNAVAILABLE', code: 'signer.closed', message: 'the CA shut down before signing; retry' });
     for (const s of slots) {
-      for (const batch of s.inFlight.values()) {
-        this.settle(batch, batch.items.map(() => ({ ok: false, kind: 'UNAVAILABLE', code: 'signer.closed', message: 'the CA shut down before signing; retry' })));
-      }
+      for (const batch of s.inFlight.values()) this.settle(batch, batch.items.map(closedOutcome));
       s.inFlight.clear();
     }
+    for (const p of this.queue.splice(0)) p.reject(new CastellanError('UNAVAILABLE', 'signer.closed', 'the CA shut down before signing; retry'));
   }
 }

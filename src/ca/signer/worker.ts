@@ -14,6 +14,9 @@ parentPort!.on('message', (msg: BatchMessage) => {
   } catch {
     outcomes = msg.items.map(() => ({ ok: false, kind: 'INTERNAL', code: 'signer.internal', message: 'internal error while signing' }));
   }
+  // Exact-size copies of the DER: the encoder's Buffers are views into pool slabs, whose
+  // whole backing store structured clone would otherwise copy into every reply.
+  for (const o of outcomes) if (o.ok) o.result = { ...o.result, certDer: new Uint8Array(o.result.certDer) };
   const reply: BatchReply = { batchId: msg.batchId, outcomes };
   parentPort!.postMessage(reply);
 });

@@ -1,0 +1,201 @@
+/**
+ * JWT verification on the hot path (every CreateCertificate with a token).
+ *
+ * jose stays in charge of keys: parsing the JWKS, choosing the key for a
+ * header's `kid` and `alg`, fetching and refreshing remote sets. The
+ * signature is then checked synchronously with node:crypto, and the claims
+ * here: on Node 24 jose's WebCrypto path costs ~220-330 µs of CPU per ES256
+ * token, this one ~100 µs (bench/jwt-verify.ts prints both, side by side).
+ * test/identity/jws-differential.test.ts checks that both accept and refuse
+ * the same tokens.
+ *
+ * Refusals are CastellanError UNAUTHENTICATED with codes auth.token_malformed,
+ * auth.token_alg, auth.token_header, auth.token_signature, auth.token_claims,
+ * auth.token_expired; errors of the key set (unknown kid, JWKS unreachable)
+ * propagate as jose threw them, for the caller to map.
+ */
+import { constants, KeyObject, verify, type webcrypto } from 'node:crypto';
+import type { JWTVerifyGetKey } from 'jose';
+import { unauthenticated } from './bearer.ts';
+
+interface AlgSpec {
+  hash: string | null;
+  kind: 'rsa' | 'pss' | 'ec' | 'eddsa';
+  /** ES*: the curve and the byte length of r and s */
+  curve?: string;
+  size?: number;
+}
+
+const ALGS: Record<string, AlgSpec> = {
+  RS256: { hash: 'sha256', kind: 'rsa' },
+  RS384: { hash: 'sha384', kind: 'rsa' },
+  RS512: { hash: 'sha512', kind: 'rsa' },
+  PS256: { hash: 'sha256', kind: 'pss' },
+  PS384: { hash: 'sha384', kind: 'pss' },
+  PS512: { hash: 'sha512', kind: 'pss' },
+  ES256: { hash: 'sha256', kind: 'ec', curve: 'prime256v1', size: 32 },
+  ES384: { hash: 'sha384', kind: 'ec', curve: 'secp384r1', size: 48 },
+  ES512: { hash: 'sha512', kind: 'ec', curve: 'secp521r1', size: 66 },
+  EdDSA: { hash: null, kind: 'eddsa' },
+};
+
+/** Asymmetric algorithms only: never `none`, never HMAC (a public key is no secret). */
+export const JWT_ALGORITHMS: readonly string[] = Object.keys(ALGS);
+
+/** Header parameters that would let a token choose its own key, or change how it is read. */
+const FORBIDDEN_HEADERS = ['jku', 'x5u', 'jwk', 'x5c', 'crit', 'b64'];
+
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+const B64URL = /^[A-Za-z0-9_-]*$/;
+
+function malformed(msg: string, cause?: unknown): never {
+  throw unauthenticated('auth.token_malformed', msg, cause);
+}
+
+/**
+ * Canonical unpadded base64url only: Buffer's decoder ignores stray trailing
+ * characters and bits, which would make a token malleable (a signature with
+ * one more character would still verify).
+ */
+function b64url(part: string, what: string): Buffer {
+  const bytes = B64URL.test(part) ? Buffer.from(part, 'base64url') : undefined;
+  if (!bytes || bytes.toString('base64url') !== part) malformed(`token ${what} is not canonical base64url`);
+  return bytes;
+}
+
+function jsonObject(part: string, what: string): Record<string, unknown> {
+  const bytes = b64url(part, what);
+  let v: unknown;
+  try {
+    v = JSON.parse(utf8.decode(bytes));
+  } catch (e) {
+    malformed(`token ${what} is not UTF-8 JSON`, e);
+  }
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) malformed(`token ${what} is not a JSON object`);
+  return v as Record<string, unknown>;
+}
+
+/** r||s (JWS) to the DER SEQUENCE node:crypto takes by default (cheaper than an options object). */
+function ecdsaDer(sig: Buffer, size: number): Buffer {
+  const int = (b: Buffer): Buffer => {
+    let i = 0;
+    while (i < b.length - 1 && b[i] === 0) i++;
+    const v = b.subarray(i);
+    const pad = v[0]! & 0x80 ? 1 : 0;
+    const out = Buffer.allocUnsafe(2 + pad + v.length);
+    out[0] = 0x02;
+    out[1] = pad + v.length;
+    if (pad) out[2] = 0;
+    v.copy(out, 2 + pad);
+    return out;
+  };
+  const r = int(sig.subarray(0, size));
+  const s = int(sig.subarray(size));
+  const len = r.length + s.length;
+  const head = len < 0x80 ? Buffer.of(0x30, len) : Buffer.of(0x30, 0x81, len);
+  return Buffer.concat([head, r, s]);
+}
+
+const keyObjects = new WeakMap<object, KeyObject>();
+
+function toKeyObject(k: unknown): KeyObject {
+  if (k instanceof KeyObject) return k;
+  if (typeof k === 'object' && k !== null) {
+    let ko = keyObjects.get(k);
+    if (!ko) {
+      ko = KeyObject.from(k as webcrypto.CryptoKey);
+      keyObjects.set(k, ko);
+    }
+    return ko;
+  }
+  throw unauthenticated('auth.token_unknown_key', 'no usable key for this token');
+}
+
+function keyFits(key: KeyObject, spec: AlgSpec): boolean {
+  const t = key.asymmetricKeyType;
+  if (key.type !== 'public') return false;
+  switch (spec.kind) {
+    case 'rsa':
+      return t === 'rsa';
+    case 'pss':
+      return t === 'rsa' || t === 'rsa-pss';
+    case 'ec':
+      return t === 'ec' && key.asymmetricKeyDetails?.namedCurve === spec.curve;
+    case 'eddsa':
+      return t === 'ed25519' || t === 'ed448';
+  }
+}
+
+export interface VerifiedJws {
+  readonly header: Record<string, unknown>;
+  readonly payload: Record<string, unknown>;
+}
+
+/**
+ * Verifies a compact JWS: strict framing, an allowed asymmetric `alg`, no
+ * header that picks or embeds keys, the key chosen by `keys` (a jose key
+ * set), then the signature; only then is the payload parsed (a JSON object).
+ */
+export async function verifyCompactJws(token: string, keys: JWTVerifyGetKey): Promise<VerifiedJws> {
+  const parts = token.split('.');
+  if (parts.length !== 3) malformed('token must have three parts');
+  const [h, p, s] = parts as [string, string, string];
+  const header = jsonObject(h, 'header');
+  const alg = header.alg;
+  const spec = typeof alg === 'string' && Object.hasOwn(ALGS, alg) ? ALGS[alg]! : undefined;
+  if (!spec) throw unauthenticated('auth.token_alg', 'token algorithm is not allowed (asymmetric algorithms only)');
+  for (const name of FORBIDDEN_HEADERS) {
+    if (Object.hasOwn(header, name)) throw unauthenticated('auth.token_header', `token header "${name}" is not accepted: keys come only from the configured JWKS`);
+  }
+  if (header.kid !== undefined && typeof header.kid !== 'string') malformed('token "kid" is not a string');
+  const sig = b64url(s, 'signature');
+  b64url(p, 'payload');
+  const key = toKeyObject(await keys(header as Parameters<JWTVerifyGetKey>[0], { payload: p, signature: s }));
+  if (!keyFits(key, spec)) throw unauthenticated('auth.token_unknown_key', `the key chosen for this token does not fit "${alg as string}"`);
+  const input = Buffer.from(`${h}.${p}`, 'latin1');
+  let ok = false;
+  try {
+    if (spec.kind === 'ec') ok = sig.length === 2 * spec.size! && verify(spec.hash, input, key, ecdsaDer(sig, spec.size!));
+    else if (spec.kind === 'pss') ok = verify(spec.hash, input, { key, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: constants.RSA_PSS_SALTLEN_DIGEST }, sig);
+    else ok = sig.length > 0 && verify(spec.hash, input, key, sig);
+  } catch {
+    ok = false;
+  }
+  if (!ok) throw unauthenticated('auth.token_signature', 'token signature does not verify');
+  return { header, payload: jsonObject(p, 'payload') };
+}
+
+export interface ClaimRules {
+  issuer: string;
+  /** the token's `aud` must contain one of these */
+  audiences: readonly string[];
+  /** seconds since epoch */
+  now: number;
+  /** seconds of leeway for exp, nbf and iat */
+  toleranceSec: number;
+}
+
+const claimErr = (claim: string, reason: string) => unauthenticated('auth.token_claims', `token claim "${claim}" not accepted: ${reason}`);
+
+/**
+ * The registered claims of a service-account token: `iss` equal, `aud`
+ * (string or array of strings) naming one of ours, `exp` required, `nbf`
+ * and `iat` not in the future, all within the leeway; `sub` a string.
+ */
+export function checkClaims(payload: Record<string, unknown>, r: ClaimRules): void {
+  const { iss, aud, exp, nbf, iat, sub } = payload;
+  if (iss === undefined) throw claimErr('iss', 'missing');
+  if (iss !== r.issuer) throw claimErr('iss', 'unexpected issuer');
+  if (aud === undefined) throw claimErr('aud', 'missing');
+  const auds = typeof aud === 'string' ? [aud] : Array.isArray(aud) && aud.every((a) => typeof a === 'string') ? (aud as string[]) : undefined;
+  if (!auds) throw claimErr('aud', 'must be a string or an array of strings');
+  if (!auds.some((a) => r.audiences.includes(a))) throw claimErr('aud', 'does not name this CA');
+  if (exp === undefined) throw claimErr('exp', 'missing');
+  if (typeof exp !== 'number' || !Number.isFinite(exp)) throw claimErr('exp', 'must be a number');
+  if (exp <= r.now - r.toleranceSec) throw unauthenticated('auth.token_expired', 'token has expired');
+  if (nbf !== undefined && (typeof nbf !== 'number' || !Number.isFinite(nbf))) throw claimErr('nbf', 'must be a number');
+  if (typeof nbf === 'number' && nbf > r.now + r.toleranceSec) throw claimErr('nbf', 'token is not yet valid');
+  if (iat !== undefined && (typeof iat !== 'number' || !Number.isFinite(iat))) throw claimErr('iat', 'must be a number');
+  if (typeof iat === 'number' && iat > r.now + r.toleranceSec) throw claimErr('iat', 'token issued in the future');
+  if (typeof sub !== 'string') throw claimErr('sub', 'missing');
+}

@@ -50,6 +50,8 @@ interface CachedTemplate {
   template: LeafTemplate;
 }
 const templates = new Map<string, CachedTemplate>();
+/** SPIFFE IDs already found well-formed (bounded; emptied when full). */
+const checkedIds = new Set<string>();
 
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   return a === b || Buffer.compare(a, b) === 0;
@@ -82,8 +84,12 @@ export function templateFor(issuer: IssuerMaterial): LeafTemplate {
 export function issueFromCsr(issuer: IssuerMaterial, req: IssueRequest): IssueResult {
   // The caller authenticated this identity; re-check its shape so a bug upstream can
   // never write a malformed or non-leaf URI into a certificate (security.md C6).
-  if (parseSpiffeId(req.spiffeId).path === '') {
-    throw new CastellanError('INVALID_ARGUMENT', 'spiffe.invalid_id', 'invalid SPIFFE ID: a workload identity needs a path');
+  if (!checkedIds.has(req.spiffeId)) {
+    if (parseSpiffeId(req.spiffeId).path === '') {
+      throw new CastellanError('INVALID_ARGUMENT', 'spiffe.invalid_id', 'invalid SPIFFE ID: a workload identity needs a path');
+    }
+    if (checkedIds.size >= 4096) checkedIds.clear();
+    checkedIds.add(req.spiffeId);
   }
   if (!(req.ttlMs > 0) || !Number.isFinite(req.now)) throw new CastellanError('INVALID_ARGUMENT', 'issue.bad_request', 'ttl must be > 0 and now a finite time');
   const csr = parseAndVerifyCsr(req.csrPem);

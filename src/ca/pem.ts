@@ -41,7 +41,8 @@ export function parseCertificatesPem(text: string, what: string): Buffer[] {
 }
 
 export function derToPem(der: Uint8Array, label = 'CERTIFICATE'): string {
-  const b64 = Buffer.from(der).toString('base64');
-  const lines = b64.match(/.{1,64}/g) ?? [];
-  return `-----BEGIN ${label}-----\n${lines.join('\n')}\n-----END ${label}-----\n`;
+  const b64 = Buffer.from(der.buffer, der.byteOffset, der.byteLength).toString('base64');
+  let body = '';
+  for (let i = 0; i < b64.length; i += 64) body += b64.slice(i, i + 64) + '\n';
+  return `-----BEGIN ${label}-----\n${body}-----END ${label}-----\n`;
 }

@@ -70,11 +70,30 @@ export function validateTree(buf: Uint8Array, t: Tlv, what: string, depth = 0): 
   for (const c of children(buf, t, what, 1024)) validateTree(buf, c, what, depth + 1);
 }
 
+/**
+ * Decoded OIDs by their content bytes (latin1): a CSR names the same few
+ * OIDs over and over. Only bytes that decoded cleanly are cached, and the
+ * cache is emptied when full, so hostile input cannot grow it.
+ */
+const oidCache = new Map<string, string>();
+
 /** Dotted form of an OID value; arcs bounded to 2^53 and 32 arcs. */
 export function oidString(buf: Uint8Array, t: Tlv, what: string): string {
   if (t.tag !== 0x06) throw malformed(`${what}: expected an OBJECT IDENTIFIER`);
   const len = t.end - t.valueStart;
   if (len === 0 || len > 64) throw malformed(`${what}: OBJECT IDENTIFIER has a bad length`);
+  const key = len <= 16 ? Buffer.from(buf.buffer, buf.byteOffset + t.valueStart, len).toString('latin1') : undefined;
+  const hit = key === undefined ? undefined : oidCache.get(key);
+  if (hit !== undefined) return hit;
+  const dotted = decodeOid(buf, t, what);
+  if (key !== undefined) {
+    if (oidCache.size >= 256) oidCache.clear();
+    oidCache.set(key, dotted);
+  }
+  return dotted;
+}
+
+function decodeOid(buf: Uint8Array, t: Tlv, what: string): string {
   const arcs: number[] = [];
   let v = 0;
   let first = true;
@@ -111,11 +130,24 @@ export function lengthBytes(n: number): Uint8Array {
   return Uint8Array.of(0x83, n >> 16, (n >> 8) & 0xff, n & 0xff);
 }
 
-/** Encodes tag + length + the concatenation of `parts`. */
+/** Encodes tag + length + the concatenation of `parts`, in one allocation (hot path). */
 export function tlv(tag: number, ...parts: Uint8Array[]): Buffer {
   let len = 0;
   for (const p of parts) len += p.length;
-  return Buffer.concat([Uint8Array.of(tag), lengthBytes(len), ...parts]);
+  const hdr = len < 0x80 ? 2 : len < 0x100 ? 3 : len < 0x10000 ? 4 : 5;
+  const out = Buffer.allocUnsafe(hdr + len);
+  out[0] = tag;
+  if (hdr === 2) out[1] = len;
+  else {
+    out[1] = 0x80 | (hdr - 2);
+    for (let i = hdr - 1, v = len; i >= 2; i--, v >>>= 8) out[i] = v & 0xff;
+  }
+  let pos = hdr;
+  for (const p of parts) {
+    out.set(p, pos);
+    pos += p.length;
+  }
+  return out;
 }
 
 export const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ''), 'hex');

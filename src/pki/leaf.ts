@@ -11,7 +11,7 @@
  * subjectKeyIdentifier, authorityKeyIdentifier, subjectAltName (critical,
  * one URI). src/pki/reference.ts builds the same profile with @peculiar/x509.
  */
-import { createHash, createPrivateKey, randomFillSync, sign, X509Certificate, type KeyObject } from 'node:crypto';
+import { createPrivateKey, hash, randomFillSync, sign, X509Certificate, type KeyObject } from 'node:crypto';
 import { CastellanError } from '../platform/errors.ts';
 import { children, expectTag, hex, readTlv, tlv, oidString } from './der.ts';
 
@@ -134,7 +134,7 @@ export class LeafTemplate {
   tbs(f: LeafFields): Buffer {
     const spkiTlv = readTlv(f.spki, 0, f.spki.length, 'public key');
     const bits = children(f.spki, spkiTlv, 'public key')[1]!;
-    const ski = createHash('sha1').update(f.spki.subarray(bits.valueStart + 1, bits.end)).digest();
+    const ski = hash('sha1', f.spki.subarray(bits.valueStart + 1, bits.end), 'buffer');
     const skiExt = tlv(0x30, hex('0603551d0e'), tlv(0x04, tlv(0x04, ski)));
     const sanExt = tlv(0x30, hex('0603551d110101ff'), tlv(0x04, tlv(0x30, tlv(0x86, Buffer.from(f.spiffeId, 'latin1')))));
     return tlv(

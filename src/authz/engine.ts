@@ -12,7 +12,7 @@
  */
 import { CastellanError } from '../platform/errors.ts';
 import { compilePolicy, explainRule, firstMatchingRule, RequestContext, selects, type CompiledPolicy } from './compile.ts';
-import type { Action, AuthorizationPolicy, AuthzRequest, Decision, DecisionReason, PolicyTrace } from './model.ts';
+import type { Action, AuthorizationPolicy, AuthzRequest, Decision, DecisionReason, DecisionValue, PolicyTrace } from './model.ts';
 import type { PathNormalization } from './path.ts';
 import { PATH_NORMALIZATIONS } from './path.ts';
 
@@ -54,6 +54,11 @@ interface Bucket {
 
 const CACHE_MAX = 4096;
 
+interface Trie {
+  set?: WorkloadSet;
+  next?: Map<string, Map<string, Trie>>;
+}
+
 function byId(a: CompiledPolicy, b: CompiledPolicy): number {
   const x = a.policy.namespace;
   const y = b.policy.namespace;
@@ -68,7 +73,8 @@ export class AuthzEngine {
   readonly policies: readonly AuthorizationPolicy[];
   readonly #compiled: readonly CompiledPolicy[];
   readonly #buckets = new Map<string, Bucket>();
-  readonly #cache = new Map<string, WorkloadSet>();
+  readonly #cache = new Map<string, Trie>();
+  #cached = 0;
 
   private constructor(policies: readonly AuthorizationPolicy[], opts: EngineOptions) {
     this.rootNamespace = opts.rootNamespace ?? 'istio-system';
@@ -117,16 +123,37 @@ export class AuthzEngine {
   }
 
   #workloadSet(namespace: string, labels: Readonly<Record<string, string>>): WorkloadSet {
-    const keys = Object.keys(labels);
-    let key = namespace;
-    if (keys.length === 1) key += `\u0000${keys[0]}\u0000${labels[keys[0]!]}`;
-    else if (keys.length > 1) for (const k of keys.sort()) key += `\u0000${k}\u0000${labels[k]}`;
-    const hit = this.#cache.get(key);
-    if (hit) return hit;
-    const set = this.#computeSet(namespace, labels);
-    if (this.#cache.size >= CACHE_MAX) this.#cache.clear();
-    this.#cache.set(key, set);
-    return set;
+    // A trie over namespace, then each label (key, value) in the order given:
+    // no allocation on a hit. The same labels in another order cost one more
+    // entry, never a wrong answer.
+    let node: Trie | undefined = this.#cache.get(namespace);
+    if (!node) {
+      node = {};
+      this.#cache.set(namespace, node);
+    }
+    for (const k in labels) {
+      const v = labels[k]!;
+      let byKey: Map<string, Trie> | undefined = node.next?.get(k);
+      if (!byKey) {
+        byKey = new Map();
+        (node.next ??= new Map()).set(k, byKey);
+      }
+      let child: Trie | undefined = byKey.get(v);
+      if (!child) {
+        child = {};
+        byKey.set(v, child);
+      }
+      node = child;
+    }
+    if (node.set) return node.set;
+    if (++this.#cached > CACHE_MAX) {
+      // Bounded memory for adversarial label sets: start over.
+      this.#cache.clear();
+      this.#cached = 0;
+      return this.#workloadSet(namespace, labels);
+    }
+    node.set = this.#computeSet(namespace, labels);
+    return node.set;
   }
 
   #computeSet(namespace: string, labels: Readonly<Record<string, string>>): WorkloadSet {
@@ -169,18 +196,58 @@ export class AuthzEngine {
    */
   evaluate(request: AuthzRequest, opts: EvaluateOptions = {}): Decision {
     const c = new RequestContext(request, this.pathNormalization);
-    const explain = opts.explain === true;
-    const customDecision = opts.customDecision ?? 'deny';
     const set = this.#workloadSet(request.workload.namespace, request.workload.labels);
-    const trace: PolicyTrace[] = [];
-    const normalizedPath = c.path ?? undefined;
-    const base = { ...(normalizedPath !== undefined ? { normalizedPath } : {}) };
+    const customDecision = opts.customDecision ?? 'deny';
+    if (opts.explain === true) return this.#explained(c, set, customDecision);
+    if (c.http && c.path === null) return decision('DENY', null, -1, 'path-rejected', undefined, EMPTY, EMPTY, undefined, EMPTY_TRACE);
 
-    if (c.http && c.path === null) {
-      return Object.freeze({ decision: 'DENY', policy: null, action: null, rule: null, reason: 'path-rejected', audit: [], dryRunMatched: [], trace, ...base });
+    let by: CompiledPolicy | null = null;
+    let rule = -1;
+    let reason: DecisionReason | undefined;
+    let value: DecisionValue = 'DENY';
+    let provider: string | undefined;
+    for (const p of set.custom) {
+      const r = firstMatchingRule(p, c);
+      if (r < 0) continue;
+      provider = p.policy.provider;
+      if (set.providers > 1) [by, rule, reason] = [p, r, 'custom-multiple-providers'];
+      else if (customDecision === 'deny') [by, rule, reason] = [p, r, 'custom-denied'];
+      break;
     }
+    if (reason === undefined) {
+      for (const p of set.deny) {
+        const r = firstMatchingRule(p, c);
+        if (r >= 0) {
+          [by, rule, reason] = [p, r, 'deny-matched'];
+          break;
+        }
+      }
+    }
+    if (reason === undefined) {
+      if (set.allow.length === 0) {
+        value = 'ALLOW';
+        reason = 'no-allow-policies';
+      } else {
+        for (const p of set.allow) {
+          const r = firstMatchingRule(p, c);
+          if (r >= 0) {
+            [by, rule, reason, value] = [p, r, 'allow-matched', 'ALLOW'];
+            break;
+          }
+        }
+        reason ??= 'no-allow-matched';
+      }
+    }
+    const audit = set.audit.length === 0 ? EMPTY : set.audit.filter((p) => firstMatchingRule(p, c) >= 0).map((p) => p.id);
+    const dry = set.dryRun.length === 0 ? EMPTY : set.dryRun.filter((p) => firstMatchingRule(p, c) >= 0).map((p) => p.id);
+    const trace = by ? [{ policy: by.id, action: by.policy.action, selected: true, matched: true, rule }] : EMPTY_TRACE;
+    return decision(value, by, rule, reason, provider, audit, dry, c.path ?? undefined, trace);
+  }
 
-    // Explanations evaluate everything; decisions stop at the first match.
+  /** Every policy in scope evaluated, each with the reason it did or did not match. */
+  #explained(c: RequestContext, set: WorkloadSet, customDecision: CustomDecision): Decision {
+    const trace: PolicyTrace[] = [];
+    if (c.http && c.path === null) return decision('DENY', null, -1, 'path-rejected', undefined, EMPTY, EMPTY, undefined, trace);
     const record = (p: CompiledPolicy, rule: number, note?: string): void => {
       const rules = c.http ? p.http : p.tcp;
       trace.push({
@@ -190,80 +257,86 @@ export class AuthzEngine {
         selected: true,
         matched: rule >= 0,
         ...(rule >= 0 ? { rule } : {}),
-        ...(rule < 0 && explain
+        ...(rule < 0
           ? { rules: rules.length === 0 ? [{ index: -1, failed: 'the policy has no rules, so it matches nothing' }] : rules.map((r) => ({ index: r.index, failed: explainRule(r, c) ?? 'matched' })) }
           : {}),
         ...(note ? { note } : {}),
       });
     };
-
-    const audit: string[] = [];
-    const auditRules = set.audit.map((p) => firstMatchingRule(p, c));
-    set.audit.forEach((p, i) => auditRules[i]! >= 0 && audit.push(p.id));
-    const dryRunMatched: string[] = [];
-    const dryRules = set.dryRun.map((p) => firstMatchingRule(p, c));
-    set.dryRun.forEach((p, i) => dryRules[i]! >= 0 && dryRunMatched.push(p.id));
-
-    let result: { decision: 'ALLOW' | 'DENY'; policy: CompiledPolicy | null; rule: number; reason: DecisionReason } | undefined;
-    let customProvider: string | undefined;
-
-    // 1. CUSTOM
+    let result: { value: DecisionValue; by: CompiledPolicy | null; rule: number; reason: DecisionReason } | undefined;
+    let provider: string | undefined;
     for (const p of set.custom) {
       const r = firstMatchingRule(p, c);
-      if (explain) record(p, r, r >= 0 ? `provider "${p.policy.provider}" is asked (answer: ${set.providers > 1 ? 'not asked: several providers' : customDecision})` : undefined);
-      if (r >= 0 && customProvider === undefined && !result) {
-        customProvider = p.policy.provider;
-        if (set.providers > 1) result = { decision: 'DENY', policy: p, rule: r, reason: 'custom-multiple-providers' };
-        else if (customDecision === 'deny') result = { decision: 'DENY', policy: p, rule: r, reason: 'custom-denied' };
-        if (!explain) break;
+      record(p, r, r >= 0 ? `provider "${p.policy.provider}" ${set.providers > 1 ? 'is not asked: the workload has CUSTOM policies for several providers' : `is asked and answers ${customDecision}`}` : undefined);
+      if (r >= 0 && provider === undefined && !result) {
+        provider = p.policy.provider;
+        if (set.providers > 1) result = { value: 'DENY', by: p, rule: r, reason: 'custom-multiple-providers' };
+        else if (customDecision === 'deny') result = { value: 'DENY', by: p, rule: r, reason: 'custom-denied' };
       }
     }
-    // 2. DENY
     for (const p of set.deny) {
-      if (result && !explain) break;
       const r = firstMatchingRule(p, c);
-      if (explain) record(p, r);
-      if (r >= 0 && !result) result = { decision: 'DENY', policy: p, rule: r, reason: 'deny-matched' };
+      record(p, r);
+      if (r >= 0 && !result) result = { value: 'DENY', by: p, rule: r, reason: 'deny-matched' };
     }
-    // 3. ALLOW
-    if (set.allow.length === 0) {
-      result ??= { decision: 'ALLOW', policy: null, rule: -1, reason: 'no-allow-policies' };
-    } else {
-      for (const p of set.allow) {
-        if (result && !explain) break;
-        const r = firstMatchingRule(p, c);
-        if (explain) record(p, r);
-        if (r >= 0 && !result) result = { decision: 'ALLOW', policy: p, rule: r, reason: 'allow-matched' };
-      }
-      result ??= { decision: 'DENY', policy: null, rule: -1, reason: 'no-allow-matched' };
+    if (set.allow.length === 0) result ??= { value: 'ALLOW', by: null, rule: -1, reason: 'no-allow-policies' };
+    for (const p of set.allow) {
+      const r = firstMatchingRule(p, c);
+      record(p, r);
+      if (r >= 0 && !result) result = { value: 'ALLOW', by: p, rule: r, reason: 'allow-matched' };
     }
-    if (explain) {
-      set.audit.forEach((p, i) => record(p, auditRules[i]!, 'AUDIT never changes the decision'));
-      set.dryRun.forEach((p, i) => record(p, dryRules[i]!, 'dry-run: reported, never enforced'));
-      for (const p of set.unselected) {
-        trace.push({
-          policy: p.id,
-          action: p.policy.action,
-          ...(p.policy.dryRun ? { dryRun: true } : {}),
-          selected: false,
-          matched: false,
-          note: `selector ${Object.entries(p.policy.selector ?? {}).map(([k, v]) => `${k}=${v}`).join(',')} does not match the workload labels`,
-        });
-      }
-    } else if (result.policy) {
-      trace.push({ policy: result.policy.id, action: result.policy.policy.action, selected: true, matched: true, rule: result.rule });
+    result ??= { value: 'DENY', by: null, rule: -1, reason: 'no-allow-matched' };
+    const audit: string[] = [];
+    for (const p of set.audit) {
+      const r = firstMatchingRule(p, c);
+      if (r >= 0) audit.push(p.id);
+      record(p, r, 'AUDIT never changes the decision');
     }
-    return Object.freeze({
-      decision: result.decision,
-      policy: result.policy?.id ?? null,
-      action: result.policy?.policy.action ?? null,
-      rule: result.policy ? result.rule : null,
-      reason: result.reason,
-      ...(customProvider !== undefined ? { customProvider } : {}),
-      audit,
-      dryRunMatched,
-      trace,
-      ...base,
-    });
+    const dry: string[] = [];
+    for (const p of set.dryRun) {
+      const r = firstMatchingRule(p, c);
+      if (r >= 0) dry.push(p.id);
+      record(p, r, 'dry-run: reported, never enforced');
+    }
+    for (const p of set.unselected) {
+      trace.push({
+        policy: p.id,
+        action: p.policy.action,
+        ...(p.policy.dryRun ? { dryRun: true } : {}),
+        selected: false,
+        matched: false,
+        note: `selector ${Object.entries(p.policy.selector ?? {}).map(([k, v]) => `${k}=${v}`).join(',')} does not match the workload labels`,
+      });
+    }
+    return decision(result.value, result.by, result.rule, result.reason, provider, audit, dry, c.path ?? undefined, trace);
   }
+}
+
+const EMPTY: readonly string[] = Object.freeze([]);
+const EMPTY_TRACE: readonly PolicyTrace[] = Object.freeze([]);
+
+function decision(
+  value: DecisionValue,
+  by: CompiledPolicy | null,
+  rule: number,
+  reason: DecisionReason,
+  customProvider: string | undefined,
+  audit: readonly string[],
+  dryRunMatched: readonly string[],
+  normalizedPath: string | undefined,
+  trace: readonly PolicyTrace[],
+): Decision {
+  const d: { -readonly [K in keyof Decision]: Decision[K] } = {
+    decision: value,
+    policy: by ? by.id : null,
+    action: by ? by.policy.action : null,
+    rule: by ? rule : null,
+    reason,
+    audit,
+    dryRunMatched,
+    trace,
+  };
+  if (customProvider !== undefined) d.customProvider = customProvider;
+  if (normalizedPath !== undefined) d.normalizedPath = normalizedPath;
+  return Object.freeze(d);
 }

@@ -29,19 +29,29 @@ export interface Cidr {
   readonly text: string;
 }
 
-const V4_PART = /^(0|[1-9]\d{0,2})$/;
-
+/** Dotted-quad IPv4 (no leading zeros, no empty parts) as a 32-bit number. */
 function parseV4Words(s: string): number | undefined {
-  const parts = s.split('.');
-  if (parts.length !== 4) return undefined;
   let n = 0;
-  for (const p of parts) {
-    if (!V4_PART.test(p)) return undefined;
-    const x = Number(p);
-    if (x > 255) return undefined;
-    n = n * 256 + x;
+  let part = 0;
+  let digits = 0;
+  let parts = 0;
+  for (let i = 0; i <= s.length; i++) {
+    const c = i === s.length ? 0x2e : s.charCodeAt(i);
+    if (c === 0x2e) {
+      if (digits === 0 || parts === 4) return undefined;
+      n = n * 256 + part;
+      parts++;
+      part = 0;
+      digits = 0;
+      continue;
+    }
+    if (c < 0x30 || c > 0x39) return undefined;
+    if (digits > 0 && part === 0) return undefined; // leading zero
+    part = part * 10 + (c - 0x30);
+    if (part > 255) return undefined;
+    digits++;
   }
-  return n >>> 0;
+  return parts === 4 ? n >>> 0 : undefined;
 }
 
 function parseV6Words(s: string): [number, number, number, number] | undefined {

@@ -83,11 +83,31 @@ function dotAt(b: Uint8Array, i: number, end: number): number {
 
 const isSlash = (c: number | undefined): boolean => c === 0x2f || c === 0x5c;
 
+/** True when the canonicaliser would return `path` unchanged (the common case, decided without allocating). */
+function isCanonical(path: string): boolean {
+  if (path.charCodeAt(0) !== 0x2f) return false;
+  let prev = 0;
+  for (let i = 0; i < path.length; i++) {
+    const c = path.charCodeAt(i);
+    if (c >= 0x80) return false;
+    if (c === 0x2e) {
+      if (prev === 0x2f) return false;
+    } else if (c === 0x25 || c === 0x5c) return false;
+    else {
+      const cls = CLASS[c]!;
+      if (cls !== PASS && cls !== UNESCAPE) return false;
+    }
+    prev = c;
+  }
+  return true;
+}
+
 /**
  * Envoy's `normalize_path` on a path without query. Returns null when Envoy
  * would reject the request.
  */
 export function canonicalizePath(path: string): string | null {
+  if (isCanonical(path)) return path;
   const b = Buffer.from(path, 'utf8');
   const end = b.length;
   const out: number[] = [];
@@ -194,11 +214,12 @@ function fixNestedEscape(b: Uint8Array, next: number, end: number, pct: number, 
 }
 
 function decodeSlashes(path: string): string {
+  if (!path.includes('%')) return path;
   return path.replace(/%(2f|5c)/gi, (m) => (m[2] === 'f' || m[2] === 'F' ? '/' : '\\'));
 }
 
 function mergeSlashes(path: string): string {
-  return path.replace(/\/{2,}/g, '/');
+  return path.includes('//') ? path.replace(/\/{2,}/g, '/') : path;
 }
 
 /**

@@ -162,17 +162,25 @@ describe('castellan authz serve (grpc-js client)', () => {
     let stop = false;
     let calls = 0;
     let failures = 0;
-    const load = (async () => {
-      while (!stop) {
-        try {
-          const r = await check(httpCheck({ path: '/status/200' }));
-          if (r.status?.code !== 0) failures++;
-        } catch {
-          failures++;
+    // four concurrent callers for the whole test
+    const load = Promise.all(
+      [0, 1, 2, 3].map(async () => {
+        while (!stop) {
+          try {
+            const r = await check(httpCheck({ path: '/status/200' }));
+            if (r.status?.code !== 0) failures++;
+          } catch {
+            failures++;
+          }
+          calls++;
         }
-        calls++;
-      }
-    })();
+      }),
+    );
+    const moreCalls = async (n: number): Promise<void> => {
+      const target = calls + n;
+      while (calls < target) await new Promise((r) => setTimeout(r, 5));
+    };
+    await moreCalls(20);
     expect(deniedHeaders(await check(httpCheck({ method: 'POST' })))[POLICY_HEADER]).toBe('none');
     // an atomic replace, as editors and ConfigMap updates do
     writeFileSync(join(dir, '.policies.yaml.tmp'), POLICY_V2);
@@ -184,9 +192,10 @@ describe('castellan authz serve (grpc-js client)', () => {
     const failed = await serve.waitLog((l) => l.event === 'authz.reload_failed');
     expect(String(failed.error)).toMatch(/policies\.yaml:\d+: document 3 \(foo\/broken\): spec\.rules: a DENY policy without rules/);
     expect((await check(httpCheck({ method: 'POST' }))).status?.code).toBe(0);
+    await moreCalls(20);
     stop = true;
     await load;
-    expect(calls).toBeGreaterThan(20);
+    expect(calls).toBeGreaterThan(40);
     expect(failures).toBe(0);
   });
 

@@ -73,19 +73,20 @@ function dockerignored(path: string): boolean {
     .split('\n')
     .map((l) => l.trim())
     .filter((l) => l && !l.startsWith('#'));
-  const toRe = (p: string): RegExp =>
-    new RegExp(
-      '^' +
-        p
-          .replace(/^\//, '')
-          .replace(/\/$/, '')
-          .split('')
-          .map((c) => (c === '*' ? '\u0000' : c === '?' ? '[^/]' : c.replace(/[.+^${}()|[\]\\]/g, '\\$&')))
-          .join('')
-          .replace(/\u0000\u0000/g, '.*')
-          .replace(/\u0000/g, '[^/]*') +
-        '$',
-    );
+  const toRe = (p: string): RegExp => {
+    let re = '';
+    const body = p.replace(/^\//, '').replace(/\/$/, '');
+    for (let i = 0; i < body.length; i++) {
+      const c = body[i]!;
+      if (c === '*' && body[i + 1] === '*') {
+        re += '.*';
+        i++;
+      } else if (c === '*') re += '[^/]*';
+      else if (c === '?') re += '[^/]';
+      else re += c.replace(/[.+^${}()|[\]\\]/g, '\\$&');
+    }
+    return new RegExp(`^${re}$`);
+  };
   const parts = path.split('/');
   const prefixes = parts.map((_, i) => parts.slice(0, i + 1).join('/'));
   let excluded = false;

@@ -98,6 +98,11 @@ function dockerignored(path: string): boolean {
   return excluded;
 }
 
+/** The CA server container of the base Deployment. */
+function c0(): Obj {
+  return readDocs(join(DEPLOY, 'kubernetes/base/deployment.yaml'))[0]!.spec.template.spec.containers[0] as Obj;
+}
+
 describe('deploy/Dockerfile (not built here: no Docker engine on this machine)', () => {
   it('is multi-stage on Node 24 bases, the final one distroless or slim', () => {
     expect(stages.length).toBeGreaterThanOrEqual(2);
@@ -176,6 +181,10 @@ describe('deploy/Dockerfile (not built here: no Docker engine on this machine)',
     expect(mainJs).toBe(`/app/${outDir}/cli/main.js`);
     expect(existsSync(join(ROOT, rootDir, 'cli/main.ts'))).toBe(true);
     expect(ep[0]).toMatch(/\/node$/);
+    // The plug-in CA init container runs the same image's node binary.
+    const init = kustomizeBuild(join(DEPLOY, 'kubernetes/overlays/plugin-ca')).find((o) => o.kind === 'Deployment')!.spec.template.spec.initContainers[0] as Obj;
+    expect(init.command[0]).toBe(ep[0]);
+    expect(init.image).toBe(c0().image);
     expect(of(final, 'EXPOSE')[0]!.args.split(/\s+/).map(Number)).toEqual([15012, 15014]);
     // The Deployment passes the command, not the program.
     const c = readDocs(join(DEPLOY, 'kubernetes/base/deployment.yaml'))[0]!.spec.template.spec.containers[0] as Obj;

@@ -20,7 +20,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -168,19 +168,28 @@ export function applyJsonPatch(doc: Obj, ops: Obj[]): void {
 
 let renderer: string | undefined;
 
-/** Builds test/deploy/helm-render once per process (Go from Debian's golang-go). */
+/**
+ * Builds test/deploy/helm-render (Go from Debian's golang-go) into the system
+ * temp directory, once per version of its source; later runs reuse it.
+ */
 function helmRenderer(): string {
   if (renderer && existsSync(renderer)) return renderer;
   const src = fileURLToPath(new URL('./helm-render/main.go', import.meta.url));
   const hash = createHash('sha256').update(readFileSync(src)).digest('hex').slice(0, 16);
-  const dir = mkdtempSync(join(tmpdir(), 'castellan-helm-render-'));
+  const dir = join(tmpdir(), 'castellan-helm-render');
   const bin = join(dir, `helm-render-${hash}`);
-  const gocache = process.env.GOCACHE ?? join(tmpdir(), 'castellan-gocache');
-  mkdirSync(gocache, { recursive: true });
-  execFileSync('go', ['build', '-o', bin, src], {
-    env: { ...process.env, GO111MODULE: 'off', GOCACHE: gocache, GOPATH: join(dir, 'gopath'), GOFLAGS: '', GOTOOLCHAIN: 'local' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  if (!existsSync(bin)) {
+    mkdirSync(dir, { recursive: true });
+    const gocache = process.env.GOCACHE ?? join(tmpdir(), 'castellan-gocache');
+    mkdirSync(gocache, { recursive: true });
+    // Built beside, then renamed: test files running in parallel may race here.
+    const tmp = `${bin}.${process.pid}.tmp`;
+    execFileSync('go', ['build', '-o', tmp, src], {
+      env: { ...process.env, GO111MODULE: 'off', GOCACHE: gocache, GOPATH: join(dir, 'gopath'), GOFLAGS: '', GOTOOLCHAIN: 'local' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    renameSync(tmp, bin);
+  }
   renderer = bin;
   return bin;
 }

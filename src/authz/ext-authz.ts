@@ -9,7 +9,7 @@
  * |-----------------------|---------------------------------------------------------------------------------|
  * | workload.namespace    | context_extensions["castellan.namespace"], else the server's --workload-namespace, else the namespace in destination.principal |
  * | workload.labels       | destination.labels, plus context_extensions["castellan.labels"] ("k=v,k=v"), plus --workload-label |
- * | source.principal      | source.principal (the peer certificate's URI SAN, with or without spiffe://)    |
+ * | source.principal      | source.principal (the peer certificate's URI SAN, with or without spiffe://); if empty, the one SPIFFE URI SAN of source.certificate |
  * | source.ip, remoteIp   | source.address (Envoy reports one downstream address; it is used for both)      |
  * | destination.ip, port  | destination.address                                                              |
  * | connection.sni        | tls_session.sni                                                                  |
@@ -36,6 +36,11 @@ export interface ExtAuthzDefaults {
   /** Workload namespace when the check request does not name one. */
   readonly namespace?: string;
   readonly labels?: Readonly<Record<string, string>>;
+  /**
+   * Reads the SPIFFE ID from `source.certificate` (URL-encoded PEM, sent with
+   * include_peer_certificate) when Envoy left `source.principal` empty.
+   */
+  readonly principalFromCertificate?: (urlEncodedPem: string) => string | undefined;
 }
 
 /** A check request that cannot be mapped; answered with a denial. */
@@ -96,7 +101,10 @@ function jwtAuth(req: CheckRequest): RequestAuth | undefined {
 export function checkRequestToAuthz(req: CheckRequest, defaults: ExtAuthzDefaults = {}): AuthzRequest {
   const a = req.attributes;
   const ext = a?.contextExtensions ?? {};
-  const srcPrincipal = a?.source?.principal ? cap(a.source.principal, 'source.principal') : undefined;
+  let srcPrincipal = a?.source?.principal ? cap(a.source.principal, 'source.principal') : undefined;
+  if (!srcPrincipal && a?.source?.certificate && defaults.principalFromCertificate) {
+    srcPrincipal = defaults.principalFromCertificate(cap(a.source.certificate, 'source.certificate'));
+  }
   const dstPrincipal = a?.destination?.principal ?? '';
   const namespace = ext['castellan.namespace'] || defaults.namespace || namespaceOfPrincipal(dstPrincipal);
   if (!namespace) throw new UnmappableCheck('cannot tell the destination workload namespace: set context extension castellan.namespace, --workload-namespace, or send destination.principal');

@@ -17,10 +17,9 @@ import { PATH_NORMALIZATIONS, type PathNormalization } from '../authz/path.ts';
 import { parseRequestText } from '../authz/request.ts';
 import { runSuiteFile, type SuiteResult } from '../authz/suite.ts';
 import { PolicyWatcher } from '../authz/watch.ts';
-import { startExtAuthzServer } from '../grpc/ext-authz.ts';
 import { CastellanError } from '../platform/errors.ts';
 import { createLogger } from '../platform/logger.ts';
-import { startOpsServer, type OpsServer } from '../server/http.ts';
+import type { OpsServer } from '../server/http.ts';
 
 const COMMON: FlagSpec[] = [
   { name: 'root-namespace', type: 'string', arg: 'NS', default: 'istio-system', help: 'namespace whose policies apply to every workload of the mesh' },
@@ -191,6 +190,9 @@ async function runServe(v: FlagValues, positionals: string[]): Promise<number> {
   const httpListen = String(v['http-listen']);
   if (!/^(unix:.+|(\[[0-9a-fA-F:]+\]|[^:\s/]+):\d{1,5})$/.test(grpcListen)) throw invalid(`castellan authz serve: --grpc-listen must be HOST:PORT or unix:/path, got "${grpcListen}"`);
   if (httpListen !== 'off' && !/^(\[[0-9a-fA-F:]+\]|[^:\s/]+):\d{1,5}$/.test(httpListen)) throw invalid(`castellan authz serve: --http-listen must be HOST:PORT or "off", got "${httpListen}"`);
+  // Loaded here so that check/test/validate start without grpc-js.
+  const { startExtAuthzServer } = await import('../grpc/ext-authz.ts');
+  const { startOpsServer } = await import('../server/http.ts');
   const logger = createLogger({ level: String(v['log-level']), name: 'authz' });
   const metrics = createAuthzMetrics();
   const watcher = new PolicyWatcher({ paths, engine: { rootNamespace: c.rootNamespace, pathNormalization: c.pathNormalization }, logger, metrics, pollMs });

@@ -12,6 +12,7 @@ import { Authorization, type CheckRequest, type CheckResponse } from '../gen/env
 import type { AuthzEngine, CustomDecision } from '../authz/engine.ts';
 import { checkRequestToAuthz, decisionToCheckResponse, deniedResponse, UnmappableCheck, type ExtAuthzDefaults } from '../authz/ext-authz.ts';
 import type { AuthzMetrics } from '../authz/metrics.ts';
+import { uriSans } from '../identity/mtls.ts';
 import type { Logger } from '../platform/logger.ts';
 import { addService } from './service.ts';
 
@@ -32,6 +33,23 @@ export interface ExtAuthzServer {
   /** The bound address (`host:port` with the real port, or the unix path). */
   readonly address: string;
   close(): Promise<void>;
+}
+
+/**
+ * The SPIFFE ID of a peer certificate as Envoy sends it (URL-encoded PEM),
+ * read structurally from the SAN extension (security.md C7): exactly one
+ * spiffe:// URI SAN, otherwise none.
+ */
+export function spiffeIdOfCertificate(urlEncodedPem: string): string | undefined {
+  try {
+    const pem = decodeURIComponent(urlEncodedPem);
+    const m = /-----BEGIN CERTIFICATE-----([A-Za-z0-9+/=\s]+)-----END CERTIFICATE-----/.exec(pem);
+    if (!m) return undefined;
+    const ids = uriSans(Buffer.from(m[1]!.replace(/\s+/g, ''), 'base64')).filter((u) => u.startsWith('spiffe://'));
+    return ids.length === 1 ? ids[0] : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 export function createCheckHandler(o: Omit<ExtAuthzServerOptions, 'listen' | 'maxRequestBytes'>): (req: CheckRequest) => CheckResponse {
@@ -64,7 +82,7 @@ export function createCheckHandler(o: Omit<ExtAuthzServerOptions, 'listen' | 'ma
 export async function startExtAuthzServer(o: ExtAuthzServerOptions): Promise<ExtAuthzServer> {
   const max = o.maxRequestBytes ?? 4 * 1024 * 1024;
   const server = new grpc.Server({ 'grpc.max_receive_message_length': max, 'grpc.max_send_message_length': 1024 * 1024 });
-  const check = createCheckHandler(o);
+  const check = createCheckHandler({ ...o, defaults: { principalFromCertificate: spiffeIdOfCertificate, ...o.defaults } });
   addService(server, Authorization, {
     check: (call, callback) => {
       callback(null, check(call.request));

@@ -6,7 +6,7 @@
  */
 import { create } from '@bufbuild/protobuf';
 import * as grpc from '@grpc/grpc-js';
-import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { checkRequestToAuthz, decisionToCheckResponse, POLICY_HEADER, REASON_HEADER, UnmappableCheck } from '../../src/authz/ext-authz.ts';
@@ -17,7 +17,9 @@ import {
   AttributeContextSchema,
 } from '../../src/gen/envoy/service/auth/v3/attribute_context_pb.js';
 import { Authorization, CheckRequestSchema, type CheckRequest, type CheckResponse } from '../../src/gen/envoy/service/auth/v3/external_auth_pb.js';
+import { spiffeIdOfCertificate } from '../../src/grpc/ext-authz.ts';
 import { createClient } from '../../src/grpc/service.ts';
+import { openssl } from '../support/openssl-pki.ts';
 import { tempDir } from '../support/tmp.ts';
 import { allow, deny, engineOf, from, to, when } from './helpers.ts';
 import { startServe, type ServeProcess } from './serve-helpers.ts';
@@ -87,6 +89,29 @@ describe('ext_authz mapping (transport-free)', () => {
     expect(checkRequestToAuthz(httpCheck({ dstPrincipal: '' }), { namespace: 'dflt' }).workload.namespace).toBe('dflt');
     expect(() => checkRequestToAuthz(httpCheck({ dstPrincipal: '' }))).toThrow(UnmappableCheck);
     expect(() => checkRequestToAuthz(httpCheck({ ext: { 'castellan.labels': 'nonsense' } }))).toThrow(UnmappableCheck);
+  });
+
+  it('reads the SPIFFE ID from source.certificate (URL-encoded PEM) when source.principal is empty', () => {
+    const t = tempDir('castellan-authz-cert-');
+    try {
+      const mk = (name: string, san: string): string => {
+        openssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', `${name}.key`, '-out', `${name}.pem`, '-days', '1', '-subj', '/O=test', '-addext', `subjectAltName=${san}`], t.path);
+        return encodeURIComponent(readFileSync(join(t.path, `${name}.pem`), 'utf8'));
+      };
+      const one = mk('one', 'URI:spiffe://cluster.local/ns/bar/sa/sleep,DNS:sleep.bar');
+      const two = mk('two', 'URI:spiffe://cluster.local/ns/bar/sa/a,URI:spiffe://cluster.local/ns/bar/sa/b');
+      const none = mk('none', 'DNS:x.example');
+      expect(spiffeIdOfCertificate(one)).toBe('spiffe://cluster.local/ns/bar/sa/sleep');
+      expect(spiffeIdOfCertificate(two)).toBeUndefined();
+      expect(spiffeIdOfCertificate(none)).toBeUndefined();
+      expect(spiffeIdOfCertificate('%E0%A4%A')).toBeUndefined();
+      const req = httpCheck({ principal: '' });
+      req.attributes!.source!.certificate = one;
+      expect(checkRequestToAuthz(req, { principalFromCertificate: spiffeIdOfCertificate }).source.principal).toBe('cluster.local/ns/bar/sa/sleep');
+      expect(checkRequestToAuthz(req).source.principal).toBeUndefined();
+    } finally {
+      t.cleanup();
+    }
   });
 
   it('answers: OK on allow; PERMISSION_DENIED + 403 naming the policy and reason on deny; status only for TCP', () => {

@@ -98,6 +98,15 @@ describe('castellan authz CLI', () => {
     expect(JSON.parse(notRoot.stdout)).toMatchObject({ decision: 'ALLOW', policy: null });
   });
 
+  it('check --custom-decision: what the CUSTOM provider answers', async () => {
+    const req = 'workload: {namespace: foo, labels: {app: orders}}\ndestination: {port: 8080}\nrequest: {method: POST, host: orders.foo, path: /orders}\n';
+    const denied = await castellan(['check', '--policies', POLICIES, '--request', '-', '--output', 'json'], req);
+    expect(JSON.parse(denied.stdout)).toMatchObject({ decision: 'DENY', policy: 'foo/orders-ext-authz', action: 'CUSTOM', reason: 'custom-denied', customProvider: 'opa' });
+    const allowed = await castellan(['check', '--policies', POLICIES, '--request', '-', '--output', 'json', '--custom-decision', 'allow'], req);
+    expect(JSON.parse(allowed.stdout)).toMatchObject({ decision: 'ALLOW', policy: 'foo/orders-open', customProvider: 'opa' });
+    expect((await castellan(['check', '--policies', POLICIES, '--request', '-', '--custom-decision', 'maybe'], req)).code).toBe(2);
+  });
+
   it('test: a line per case and a summary; exit 1 when a case fails, 2 for an invalid suite', async () => {
     const suite = file('s.yaml', `policies: [${POLICIES}]\ncases:\n  - name: good\n    request: {workload: {namespace: foo, labels: {app: db}}, source: {principal: cluster.local/ns/foo/sa/x}, destination: {port: 5432}}\n    expect: ALLOW\n  - name: wrong on purpose\n    request: {workload: {namespace: foo, labels: {app: db}}, destination: {port: 5432}}\n    expect: ALLOW\n    policy: foo/db-clients\n`);
     const r = await castellan(['test', suite]);

@@ -110,6 +110,8 @@ export function buildAuthority(opts: {
   rootDers: readonly Buffer[];
   now: number;
   what: string;
+  /** false for an authority kept only for trust (old, tainted): its validity is not required */
+  requireValid?: boolean;
 }): SigningAuthority {
   const { certDer, what } = opts;
   let key: KeyObject;
@@ -132,10 +134,10 @@ export function buildAuthority(opts: {
   if (!info.ski) {
     throw new CastellanError('FAILED_PRECONDITION', 'ca.no_ski', `${what}: the signing certificate has no subject key identifier`);
   }
-  if (info.notAfter <= opts.now) {
+  if (opts.requireValid !== false && info.notAfter <= opts.now) {
     throw new CastellanError('FAILED_PRECONDITION', 'ca.expired', `${what}: the signing certificate expired at ${new Date(info.notAfter).toISOString()}`);
   }
-  if (info.notBefore > opts.now + 5 * 60_000) {
+  if (opts.requireValid !== false && info.notBefore > opts.now + 5 * 60_000) {
     throw new CastellanError('FAILED_PRECONDITION', 'ca.not_yet_valid', `${what}: the signing certificate is not valid before ${new Date(info.notBefore).toISOString()}`);
   }
   if (opts.rootDers.length === 0) throw new CastellanError('FAILED_PRECONDITION', 'ca.no_roots', `${what}: the trust bundle is empty`);

@@ -20,13 +20,16 @@ export type AuthorityState = (typeof AUTHORITY_STATES)[number];
 
 const Iso = z.iso.datetime();
 
+/**
+ * What an authority signed, as far as the keystore knows: replicas add
+ * their counts and raise `lastNotAfter` (a max, so merging is idempotent)
+ * every flush interval and at every state change.
+ */
 const LeafAccounting = z.strictObject({
-  /** certificates signed since this authority became active */
+  /** certificates signed (all replicas, as flushed) */
   issued: z.number().int().nonnegative(),
   /** latest notAfter of any of them (ISO), null before the first */
   lastNotAfter: Iso.nullable(),
-  /** live leaves by the hour their notAfter falls in: { "<ISO hour start>": count } */
-  expiringByHour: z.record(z.string(), z.number().int().positive()),
 });
 
 const AuthorityRecordSchema = z.strictObject({
@@ -85,7 +88,7 @@ export function corruptKeyring(where: string, why: string, cause?: unknown): Cas
 }
 
 export function emptyLeaves(): AuthorityRecord['leaves'] {
-  return { issued: 0, lastNotAfter: null, expiringByHour: {} };
+  return { issued: 0, lastNotAfter: null };
 }
 
 /**

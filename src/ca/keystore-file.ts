@@ -1,124 +1,143 @@
 /**
- * File keystore for self-signed mode. Layout of `--data-dir` (0700):
- *   keyring.json   (0600) the authorities with their keys and states
- *   root-cert.pem  (0644) the trust bundle, for clients (agents' --ca-root-cert)
- * The first start creates a root; every later start loads it back. Several
- * processes starting at once end with exactly one root: creation is
- * create-if-absent (link(2)), and losers load the winner's keyring.
+ * The file Keystore (the default). Layout of `--data-dir` (0700):
+ *   keyring.json   (0600) the keyring document (keyring-doc.ts)
+ *   root-cert.pem  (0644) the trust bundle, for clients (agents' --ca-root-cert);
+ *                  rewritten by the CA server whenever the bundle changes
+ *
+ * Writes are atomic (temp file, fsync, rename). Creation is create-if-absent
+ * (link(2)), so several processes cold-starting on one directory end with
+ * one root. Updates are compare-and-swap on a content hash under a lock
+ * file, so two processes sharing a directory cannot overwrite each other's
+ * change unseen. `watch` polls (every 2 s by default): fs.watch misses
+ * renames on some file systems.
  */
-import { promises as fs } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { promises as fs, constants } from 'node:fs';
 import { join } from 'node:path';
-import { z } from 'zod';
 import { CastellanError } from '../platform/errors.ts';
 import { assertPrivateFile, createFileExclusive, ensurePrivateDir, writeFileAtomic } from '../platform/files.ts';
-import type { Logger } from '../platform/logger.ts';
-import { buildAuthority, createSelfSignedRoot, type SigningAuthority } from './authority.ts';
-import { CA_KEY_TYPES, type CaKeyType } from './keys.ts';
-import { parseCertificatesPem } from './pem.ts';
-
-const AuthorityRecord = z.strictObject({
-  id: z.string(),
-  state: z.enum(['prepared', 'active', 'tainted', 'retired']),
-  keyType: z.enum(CA_KEY_TYPES),
-  certPem: z.string(),
-  keyPem: z.string(),
-  createdAt: z.string(),
-});
-
-const Keyring = z.strictObject({
-  version: z.literal(1),
-  trustDomain: z.string(),
-  authorities: z.array(AuthorityRecord).min(1),
-});
-export type KeyringDoc = z.infer<typeof Keyring>;
-
-export interface SelfSignedOptions {
-  dataDir: string;
-  trustDomain: string;
-  keyType: CaKeyType;
-  /** ms */
-  rootTtlMs: number;
-  now: number;
-  logger: Logger;
-}
+import { parseKeyringDoc, serializeKeyringDoc, type KeyringDoc } from './keyring-doc.ts';
+import type { Keystore, StoredKeyring } from './keystore.ts';
 
 export const KEYRING_FILE = 'keyring.json';
 export const ROOT_CERT_FILE = 'root-cert.pem';
+const LOCK_STALE_MS = 10_000;
 
-function corrupt(path: string, why: string, cause?: unknown): CastellanError {
-  return new CastellanError('FAILED_PRECONDITION', 'keystore.corrupt', `keyring ${path} is unusable: ${why}`, { cause });
+const hash = (text: string): string => createHash('sha256').update(text).digest('hex').slice(0, 32);
+
+export interface FileKeystoreOptions {
+  dataDir: string;
+  /** ms between checks for changes made by another process; default 2000 */
+  pollMs?: number;
 }
 
-export async function readKeyring(path: string): Promise<KeyringDoc> {
-  await assertPrivateFile(path);
-  let raw: unknown;
-  try {
-    raw = JSON.parse(await fs.readFile(path, 'utf8'));
-  } catch (e) {
-    throw corrupt(path, 'not valid JSON', e);
-  }
-  const parsed = Keyring.safeParse(raw);
-  if (!parsed.success) throw corrupt(path, parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; '));
-  return parsed.data;
-}
-
-/** Loads (or on first start creates) the self-signed root and returns the active signing authority. */
-export async function loadOrCreateSelfSigned(o: SelfSignedOptions): Promise<SigningAuthority> {
+export async function fileKeystore(o: FileKeystoreOptions): Promise<Keystore> {
   await ensurePrivateDir(o.dataDir);
   const path = join(o.dataDir, KEYRING_FILE);
-  let doc: KeyringDoc;
-  try {
-    doc = await readKeyring(path);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
-    const root = await createSelfSignedRoot({ trustDomain: o.trustDomain, keyType: o.keyType, ttlMs: o.rootTtlMs, now: o.now });
-    const probe = buildAuthority({
-      certDer: parseCertificatesPem(root.certPem, 'new root')[0]!,
-      keyPem: root.keyPem,
-      chainDers: [],
-      rootDers: parseCertificatesPem(root.certPem, 'new root'),
-      now: o.now,
-      what: 'new root',
-    });
-    const fresh: KeyringDoc = {
-      version: 1,
-      trustDomain: o.trustDomain,
-      authorities: [{ id: probe.id, state: 'active', keyType: o.keyType, certPem: root.certPem, keyPem: root.keyPem, createdAt: new Date(o.now).toISOString() }],
-    };
-    if (await createFileExclusive(path, JSON.stringify(fresh, null, 2) + '\n', 0o600)) {
-      o.logger.info({ event: 'ca.root_created', id: probe.id, keyType: o.keyType, notAfter: new Date(probe.notAfter).toISOString() }, 'created self-signed root');
-      doc = fresh;
-    } else {
-      o.logger.info({ event: 'ca.root_race_lost' }, 'another process created the root first; loading it');
-      doc = await readKeyring(path);
+  const lockPath = `${path}.lock`;
+  const where = path;
+
+  async function readText(): Promise<string | null> {
+    try {
+      await assertPrivateFile(path);
+      return await fs.readFile(path, 'utf8');
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw e;
     }
   }
-  if (doc.trustDomain !== o.trustDomain) {
-    throw new CastellanError(
-      'FAILED_PRECONDITION',
-      'keystore.trust_domain',
-      `keyring ${path} belongs to trust domain "${doc.trustDomain}", not "${o.trustDomain}": pass --trust-domain ${doc.trustDomain} or use another --data-dir`,
-    );
+
+  async function read(): Promise<StoredKeyring | null> {
+    const text = await readText();
+    return text === null ? null : { doc: parseKeyringDoc(text, where), version: hash(text) };
   }
-  const active = doc.authorities.filter((a) => a.state === 'active');
-  if (active.length !== 1) throw corrupt(path, `expected exactly one active authority, found ${active.length}`);
-  const trusted = doc.authorities.filter((a) => a.state !== 'retired');
-  const rootDers = trusted.flatMap((a) => parseCertificatesPem(a.certPem, `authority ${a.id}`));
-  const a = active[0]!;
-  let authority: SigningAuthority;
-  try {
-    authority = buildAuthority({
-      certDer: parseCertificatesPem(a.certPem, `authority ${a.id}`)[0]!,
-      keyPem: a.keyPem,
-      chainDers: [],
-      rootDers,
-      now: o.now,
-      what: `keyring ${path}`,
-    });
-  } catch (e) {
-    if (e instanceof CastellanError) throw e;
-    throw corrupt(path, 'certificate or key cannot be parsed', e);
+
+  async function withLock<T>(fn: () => Promise<T>): Promise<T> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const fh = await fs.open(lockPath, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+        await fh.writeFile(String(process.pid));
+        await fh.close();
+        break;
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+        const st = await fs.stat(lockPath).catch(() => undefined);
+        if (st && Date.now() - st.mtimeMs > LOCK_STALE_MS) await fs.rm(lockPath, { force: true });
+        else if (attempt > 200) throw new CastellanError('UNAVAILABLE', 'keystore.locked', `keyring ${where} is locked by another process (${lockPath})`);
+        else await new Promise((r) => setTimeout(r, 25));
+      }
+    }
+    try {
+      return await fn();
+    } finally {
+      await fs.rm(lockPath, { force: true });
+    }
   }
-  await writeFileAtomic(join(o.dataDir, ROOT_CERT_FILE), authority.trustBundlePem, 0o644);
-  return authority;
+
+  const timers = new Set<NodeJS.Timeout>();
+  return {
+    where,
+    read,
+    async createIfAbsent(doc: KeyringDoc) {
+      const text = serializeKeyringDoc(doc);
+      const created = await createFileExclusive(path, text, 0o600);
+      if (created) return { stored: { doc, version: hash(text) }, created };
+      const stored = await read();
+      if (!stored) throw new CastellanError('UNAVAILABLE', 'keystore.vanished', `keyring ${where} disappeared while being created`);
+      return { stored, created: false };
+    },
+    async update(doc: KeyringDoc, expectedVersion: string) {
+      return withLock(async () => {
+        const current = await readText();
+        if (current === null || hash(current) !== expectedVersion) {
+          throw new CastellanError('ABORTED', 'keystore.conflict', `keyring ${where} was changed by another process; re-read and retry`);
+        }
+        const text = serializeKeyringDoc(doc);
+        await writeFileAtomic(path, text, 0o600);
+        return { doc, version: hash(text) };
+      });
+    },
+    watch(onChange, onError) {
+      let last: string | undefined;
+      let stopped = false;
+      const tick = async (): Promise<void> => {
+        try {
+          const text = await readText();
+          if (text !== null) {
+            const v = hash(text);
+            if (last !== undefined && v !== last) {
+              last = v;
+              onChange({ doc: parseKeyringDoc(text, where), version: v });
+            }
+            last = v;
+          }
+        } catch (e) {
+          onError(e);
+        }
+        if (!stopped) {
+          const t = setTimeout(() => {
+            timers.delete(t);
+            void tick();
+          }, o.pollMs ?? 2000);
+          t.unref();
+          timers.add(t);
+        }
+      };
+      void tick();
+      return () => {
+        stopped = true;
+        for (const t of timers) clearTimeout(t);
+        timers.clear();
+      };
+    },
+    async close() {
+      for (const t of timers) clearTimeout(t);
+      timers.clear();
+    },
+  };
+}
+
+/** Publishes the trust bundle for clients as `<data-dir>/root-cert.pem` (0644). */
+export async function writeRootCertFile(dataDir: string, bundlePem: string): Promise<void> {
+  await writeFileAtomic(join(dataDir, ROOT_CERT_FILE), bundlePem, 0o644);
 }

@@ -14,31 +14,41 @@ import { MemoryCertificateProvider } from '../grpc/tls-provider.ts';
 import { systemClock, type Clock, type TimerHandle } from '../platform/clock.ts';
 import { CastellanError } from '../platform/errors.ts';
 import { createLogger, type Logger } from '../platform/logger.ts';
+import { ensurePrivateDir } from '../platform/files.ts';
 import type { SigningAuthority } from '../ca/authority.ts';
 import { certInfo } from '../ca/authority.ts';
 import type { IssuerMaterial } from '../ca/issue.ts';
-import { loadOrCreateSelfSigned } from '../ca/keystore-file.ts';
-import { loadPluginCa } from '../ca/plugin.ts';
+import type { KeyringView } from '../ca/keyring.ts';
+import { fileKeystore, writeRootCertFile } from '../ca/keystore-file.ts';
+import type { Keystore, LeaderElector, TrustBundlePublisher } from '../ca/keystore.ts';
+import { alwaysLeader } from '../ca/keystore.ts';
+import { CaManager } from '../ca/manager.ts';
 import { issueServingCertificate } from '../ca/serving.ts';
 import { BatchSigner } from '../ca/signer/index.ts';
+import { BundleUpdateSchema, TrustService } from '../gen/castellan/v1/trust_pb.js';
 import { createTokenAuthenticator } from '../identity/index.ts';
 import type { TokenAuthenticator } from '../identity/types.ts';
-import { createCertificate, type CaServiceDeps } from './ca-service.ts';
+import { startAdminServer, type AdminServer } from './admin.ts';
+import { authenticate, createCertificate, type CaServiceDeps } from './ca-service.ts';
 import type { ServerConfig } from './config.ts';
 import { startOpsServer, type OpsServer } from './http.ts';
 import { createCaMetrics, type CaMetrics } from './metrics.ts';
 
 export const CA_SERVICE_NAME = 'istio.v1.auth.IstioCertificateService';
-/** Lifetime of the server's own TLS certificate; re-issued at half-life. */
+/** Lifetime of the server's own TLS certificate; re-issued at half-life and on every rotation. */
 const SERVING_TTL_MS = 7 * 24 * 3600_000;
 
 export interface CaServerHandle {
   /** host:port (or unix:/path) the CA API is bound to */
   readonly grpcAddress: string;
   readonly httpAddress?: string;
-  /** PEM of every trusted root (what clients pass as --ca-root-cert) */
+  /** the admin API's Unix socket */
+  readonly adminSocket: string;
+  /** PEM of every trusted root now (what clients pass as --ca-root-cert) */
   readonly trustBundlePem: string;
   readonly metrics: CaMetrics;
+  readonly manager: CaManager;
+  /** The authority that signs now. */
   authority(): SigningAuthority;
   /** Stops accepting calls, lets in-flight ones finish (up to the shutdown grace), frees everything. */
   close(): Promise<void>;
@@ -47,40 +57,60 @@ export interface CaServerHandle {
 export interface CaServerDeps {
   clock?: Clock;
   logger?: Logger;
+  /** Replace the keystore, leader election or bundle publisher (tests, embedding). */
+  keystore?: Keystore;
+  leader?: LeaderElector;
+  publisher?: TrustBundlePublisher;
 }
 
 export function issuerMaterial(a: SigningAuthority): IssuerMaterial {
   return { id: a.id, certDer: a.certDer, keyPkcs8Der: a.keyPkcs8Der, notBefore: a.notBefore, notAfter: a.notAfter };
 }
 
-export async function loadAuthority(config: ServerConfig, now: number, logger: Logger): Promise<SigningAuthority> {
-  if (config.cacertsDir) return loadPluginCa(config.cacertsDir, now);
-  return loadOrCreateSelfSigned({
-    dataDir: config.dataDir,
-    trustDomain: config.trustDomain,
-    keyType: config.caKeyType,
-    rootTtlMs: config.rootTtlMs,
-    now,
-    logger,
-  });
-}
-
 function bindAsync(server: grpc.Server, address: string, creds: grpc.ServerCredentials): Promise<number> {
   return new Promise((resolve, reject) => server.bindAsync(address, creds, (err, port) => (err ? reject(err) : resolve(port))));
+}
+
+/** Where the keyring lives, whom this replica defers to, and where the bundle is published. */
+async function clusterPorts(config: ServerConfig, deps: CaServerDeps, logger: Logger): Promise<{ keystore: Keystore; leader: LeaderElector; publisher?: TrustBundlePublisher }> {
+  if (config.keystore.kind === 'file') {
+    return { keystore: deps.keystore ?? (await fileKeystore({ dataDir: config.dataDir })), leader: deps.leader ?? alwaysLeader(), publisher: deps.publisher };
+  }
+  void logger;
+  throw new CastellanError('FAILED_PRECONDITION', 'config.unsupported', '--keystore kubernetes is not available in this build yet');
+}
+
+/** PEM the server verifies client certificates against: every trusted root and every signer's chain. */
+function clientTrustPem(view: KeyringView): string {
+  const parts = new Set<string>([view.trustBundlePem]);
+  for (const a of view.authorities.values()) for (const c of a.chainPem) parts.add(c);
+  return [...parts].join('');
 }
 
 export async function startCaServer(config: ServerConfig, deps: CaServerDeps = {}): Promise<CaServerHandle> {
   const clock = deps.clock ?? systemClock;
   const logger = deps.logger ?? createLogger({ level: config.logLevel });
-  const authority = await loadAuthority(config, clock.now(), logger);
-  const authorities = new Map([[authority.id, authority]]);
+  await ensurePrivateDir(config.dataDir);
+  const { keystore, leader, publisher } = await clusterPorts(config, deps, logger);
+  const manager = await CaManager.start({
+    keystore,
+    trustDomain: config.trustDomain,
+    mode: config.cacertsDir ? { kind: 'plugin', cacertsDir: config.cacertsDir } : { kind: 'self-signed', keyType: config.caKeyType, rootTtlMs: config.rootTtlMs },
+    propagationMs: config.propagationMs,
+    autoRotate: config.autoRotate,
+    maxLeafTtlMs: config.maxTtlMs,
+    leader,
+    clock,
+    logger,
+  });
+  const first = manager.view();
   logger.info(
-    { event: 'ca.loaded', mode: config.cacertsDir ? 'plugin' : 'self-signed', id: authority.id, keyType: authority.keyType, notAfter: new Date(authority.notAfter).toISOString() },
+    { event: 'ca.loaded', keystore: keystore.where, id: first.active.id, keyType: first.active.keyType, notAfter: new Date(first.active.notAfter).toISOString(), authorities: first.records.length },
     'signing authority loaded',
   );
 
   const signer = new BatchSigner(config.signer);
-  signer.setIssuer(issuerMaterial(authority));
+  signer.setIssuer(issuerMaterial(first.active));
 
   let tokenAuth: TokenAuthenticator | undefined;
   if (config.auth.jwt || config.auth.tokenReview) {
@@ -96,16 +126,20 @@ export async function startCaServer(config: ServerConfig, deps: CaServerDeps = {
     logger.warn({ event: 'auth.no_token_method' }, 'no token authentication configured (--jwks-file, --jwks-uri, --oidc-issuer or --token-review): only mTLS renewals will be accepted');
   }
 
-  const metrics = createCaMetrics({ queueDepth: () => signer.stats().queued + signer.stats().inFlight });
-  const rootsNotAfter = Math.min(...authority.rootsDer.map((d) => certInfo(d).notAfter));
-  metrics.setExpiries(rootsNotAfter, authority.notAfter);
+  const metrics = createCaMetrics({
+    queueDepth: () => signer.stats().queued + signer.stats().inFlight,
+    authorities: () => manager.status().map((a) => ({ id: a.id, state: a.state, liveLeaves: a.liveLeaves, notAfterMs: Date.parse(a.notAfter) })),
+    rejectedKeyringUpdates: () => manager.rejectedUpdates,
+  });
+  const setExpiries = (v: KeyringView): void => metrics.setExpiries(Math.min(...v.rootsDer.map((d) => certInfo(d).notAfter)), v.active.notAfter);
+  setExpiries(first);
 
   const serviceDeps: CaServiceDeps = {
     trustDomain: config.trustDomain,
     defaultTtlMs: config.defaultTtlMs,
     maxTtlMs: config.maxTtlMs,
-    authority: () => authority,
-    authorityById: (id) => authorities.get(id),
+    view: () => manager.view(),
+    onIssued: (id, notAfter) => manager.recordIssued(id, notAfter),
     signer,
     tokenAuth,
     clock,
@@ -115,25 +149,50 @@ export async function startCaServer(config: ServerConfig, deps: CaServerDeps = {
 
   let credentials: grpc.ServerCredentials;
   let servingTimer: TimerHandle | undefined;
+  let provider: MemoryCertificateProvider | undefined;
+  const refreshServing = async (): Promise<void> => {
+    if (!provider) return;
+    servingTimer?.cancel();
+    const id = await issueServingCertificate(manager.view().active, { dnsNames: config.serverDns, trustDomain: config.trustDomain, ttlMs: SERVING_TTL_MS, now: clock.now() });
+    provider.setIdentity(id.certChainPem, id.keyPem);
+    const wait = Math.max(60_000, (id.notAfter - clock.now()) / 2);
+    servingTimer = clock.setTimer(() => {
+      refreshServing().catch((e: unknown) => logger.error({ err: e, event: 'server.tls_refresh_failed' }, 'could not re-issue the server certificate'));
+    }, wait);
+  };
   if (config.plaintext) {
     credentials = grpc.ServerCredentials.createInsecure();
     logger.warn({ event: 'server.plaintext', address: config.grpcListen }, 'serving the CA API without TLS (local address only)');
   } else {
-    const provider = new MemoryCertificateProvider();
-    const refresh = async (): Promise<void> => {
-      const id = await issueServingCertificate(authority, { dnsNames: config.serverDns, trustDomain: config.trustDomain, ttlMs: SERVING_TTL_MS, now: clock.now() });
-      provider.setIdentity(id.certChainPem, id.keyPem);
-      const wait = Math.max(60_000, (id.notAfter - clock.now()) / 2);
-      servingTimer = clock.setTimer(() => {
-        refresh().catch((e: unknown) => logger.error({ err: e, event: 'server.tls_refresh_failed' }, 'could not re-issue the server certificate'));
-      }, wait);
-    };
-    await refresh();
-    // Client certificates are verified against the roots and our own signing chain,
+    provider = new MemoryCertificateProvider();
+    await refreshServing();
+    // Client certificates are verified against the roots and every signer's chain,
     // so a leaf presented without its intermediates still verifies.
-    provider.setCaCertificates(authority.trustBundlePem + authority.chainPem.join(''));
+    provider.setCaCertificates(clientTrustPem(first));
     credentials = grpc.experimental.createCertificateProviderServerCredentials(provider, provider, false);
   }
+
+  // Everything that follows the keyring: signer, TLS identity and client trust, the
+  // root file, metrics, publishers and the agents watching the bundle.
+  const bundleWatchers = new Set<(v: KeyringView) => void>();
+  await writeRootCertFile(config.dataDir, first.trustBundlePem);
+  if (publisher && leader.isLeader()) publisher.publish(first.trustBundlePem).catch((e: unknown) => logger.warn({ event: 'bundle.publish_failed', err: e instanceof CastellanError ? e.message : String(e) }, 'could not publish the trust bundle; will retry on the next change'));
+  const unsubscribe = manager.onChange((view, prev) => {
+    signer.setIssuer(issuerMaterial(view.active));
+    setExpiries(view);
+    provider?.setCaCertificates(clientTrustPem(view));
+    if (!prev || prev.active.id !== view.active.id) {
+      refreshServing().catch((e: unknown) => logger.error({ err: e, event: 'server.tls_refresh_failed' }, 'could not re-issue the server certificate'));
+    }
+    if (!prev || prev.trustBundlePem !== view.trustBundlePem) {
+      writeRootCertFile(config.dataDir, view.trustBundlePem).catch((e: unknown) => logger.error({ err: e, event: 'bundle.file_failed' }, 'could not write root-cert.pem'));
+      if (publisher && leader.isLeader()) {
+        publisher.publish(view.trustBundlePem).catch((e: unknown) => logger.warn({ event: 'bundle.publish_failed', err: e instanceof CastellanError ? e.message : String(e) }, 'could not publish the trust bundle'));
+      }
+    }
+    for (const w of bundleWatchers) w(view);
+    logger.info({ event: 'keyring.applied', generation: view.generation, active: view.active.id, tainted: view.taintedIds, roots: view.rootsDer.length }, 'keyring change applied');
+  });
 
   const server = new grpc.Server({
     'grpc.max_receive_message_length': config.maxRequestBytes,
@@ -187,6 +246,37 @@ export async function startCaServer(config: ServerConfig, deps: CaServerDeps = {
       }
     },
   });
+  addService(server, TrustService, {
+    watchBundle(call) {
+      const authorization = call.metadata.get('authorization').map((v) => (typeof v === 'string' ? v : v.toString('latin1')));
+      const peerCertDer = call.getAuthContext()?.sslPeerCertificate?.raw;
+      const requestId = randomBytes(8).toString('hex');
+      const send = (v: KeyringView): void => {
+        call.write(create(BundleUpdateSchema, { trustBundlePem: v.trustBundlePem, taintedAuthorityIds: [...v.taintedIds], generation: BigInt(v.generation), activeAuthorityId: v.active.id }));
+      };
+      let watcher: ((v: KeyringView) => void) | undefined;
+      const stop = (): void => {
+        if (watcher) bundleWatchers.delete(watcher);
+        watcher = undefined;
+      };
+      call.on('cancelled', stop);
+      call.on('close', stop);
+      call.on('error', stop);
+      authenticate(serviceDeps, { csr: '', validityDurationSec: 0n, authorization, peerCertDer, requestId }).then(
+        (caller) => {
+          if (call.cancelled) return;
+          logger.debug({ event: 'trust.watch', requestId, spiffeId: caller.spiffeId }, 'bundle watch opened');
+          watcher = send;
+          bundleWatchers.add(watcher);
+          send(manager.view());
+        },
+        (e: unknown) => {
+          metrics.authFailures.inc({ method: peerCertDer ? 'mtls' : 'token' });
+          call.destroy(toGrpcError(e) as unknown as Error);
+        },
+      );
+    },
+  });
   const health = new HealthImplementation({ '': 'SERVING', [CA_SERVICE_NAME]: 'SERVING' });
   health.addToServer(server);
 
@@ -197,21 +287,46 @@ export async function startCaServer(config: ServerConfig, deps: CaServerDeps = {
   let ready = true;
   let ops: OpsServer | undefined;
   if (config.httpListen) ops = await startOpsServer(config.httpListen, { registry: metrics.registry, ready: () => ready, logger });
-  logger.info({ event: 'server.listening', grpc: grpcAddress, http: ops?.address, tls: !config.plaintext }, 'CA server listening');
+  let admin: AdminServer;
+  try {
+    admin = await startAdminServer({
+      socketPath: config.adminSocket,
+      manager,
+      keystoreWhere: keystore.where,
+      propagationMs: config.propagationMs,
+      autoRotate: config.autoRotate,
+      isLeader: () => leader.isLeader(),
+      logger,
+    });
+  } catch (e) {
+    server.forceShutdown();
+    await ops?.close();
+    await signer.close();
+    await manager.close();
+    throw e;
+  }
+  logger.info({ event: 'server.listening', grpc: grpcAddress, http: ops?.address, admin: admin.socketPath, tls: !config.plaintext }, 'CA server listening');
 
   let closing: Promise<void> | undefined;
   return {
     grpcAddress,
     httpAddress: ops?.address,
-    trustBundlePem: authority.trustBundlePem,
+    adminSocket: admin.socketPath,
+    get trustBundlePem() {
+      return manager.view().trustBundlePem;
+    },
     metrics,
-    authority: () => authority,
+    manager,
+    authority: () => manager.view().active,
     close() {
       closing ??= (async () => {
         ready = false;
         health.setStatus('', 'NOT_SERVING');
         health.setStatus(CA_SERVICE_NAME, 'NOT_SERVING');
         servingTimer?.cancel();
+        unsubscribe();
+        bundleWatchers.clear();
+        await admin.close();
         await new Promise<void>((resolve) => {
           const force = setTimeout(() => {
             server.forceShutdown();
@@ -225,6 +340,8 @@ export async function startCaServer(config: ServerConfig, deps: CaServerDeps = {
         await signer.close();
         tokenAuth?.close();
         await ops?.close();
+        await manager.close();
+        await publisher?.close();
         logger.info({ event: 'server.stopped' }, 'CA server stopped');
       })();
       return closing;

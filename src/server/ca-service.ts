@@ -10,8 +10,8 @@ import type { JsonObject } from '@bufbuild/protobuf';
 import { CastellanError } from '../platform/errors.ts';
 import type { Clock } from '../platform/clock.ts';
 import type { Logger } from '../platform/logger.ts';
-import type { SigningAuthority } from '../ca/authority.ts';
 import type { IssueRequest, IssueResult } from '../ca/issue.ts';
+import type { KeyringView } from '../ca/keyring.ts';
 import { authenticatePeerCertificate } from '../identity/mtls.ts';
 import type { Caller, TokenAuthenticator } from '../identity/types.ts';
 import type { CaMetrics } from './metrics.ts';
@@ -22,10 +22,10 @@ export interface CaServiceDeps {
   defaultTtlMs: number;
   /** ms */
   maxTtlMs: number;
-  /** The authority that signs now. */
-  authority(): SigningAuthority;
-  /** Any authority that may have signed a batch in flight (by id), for the response chain. */
-  authorityById(id: string): SigningAuthority | undefined;
+  /** The keyring now: who signs, what is trusted (changes with rotation). */
+  view(): KeyringView;
+  /** Told of every certificate issued (leaf accounting per authority). */
+  onIssued?(issuerId: string, notAfter: number): void;
   signer: { issue(req: Omit<IssueRequest, 'now'> & { now?: number }): Promise<IssueResult> };
   tokenAuth?: TokenAuthenticator;
   clock: Clock;
@@ -58,8 +58,8 @@ export async function authenticate(deps: CaServiceDeps, input: CertificateReques
   let peerError: CastellanError | undefined;
   if (input.peerCertDer) {
     try {
-      const a = deps.authority();
-      return authenticatePeerCertificate(input.peerCertDer, { trustDomain: deps.trustDomain, signerCertsDer: [a.certDer] }, now);
+      // Any authority still trusted may have signed the caller's current certificate.
+      return authenticatePeerCertificate(input.peerCertDer, { trustDomain: deps.trustDomain, signerCertsDer: deps.view().signerCertsDer }, now);
     } catch (e) {
       peerError = e as CastellanError;
       if (input.authorization.length === 0) throw e;
@@ -117,11 +117,15 @@ export async function createCertificate(deps: CaServiceDeps, input: CertificateR
     }
     throw e;
   }
-  const authority = deps.authorityById(issued.issuerId) ?? deps.authority();
+  const view = deps.view();
+  // The batch may have been cut just before a rotation: the chain is the issuer's own.
+  const authority = view.authorities.get(issued.issuerId);
+  if (!authority) throw new CastellanError('UNAVAILABLE', 'issuer.retired', 'the signing authority changed while this request was signed; retry');
+  deps.onIssued?.(issued.issuerId, issued.notAfter);
   metrics.issued.inc();
   log.info({ event: 'ca.issued', serial: issued.serialHex, notAfter: new Date(issued.notAfter).toISOString(), issuer: issued.issuerId }, 'issued certificate');
   return {
-    certChain: [issued.certPem, ...authority.chainPem, authority.trustBundlePem],
+    certChain: [issued.certPem, ...authority.chainPem, view.trustBundlePem],
     caller,
     serialHex: issued.serialHex,
     notAfter: issued.notAfter,

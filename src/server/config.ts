@@ -4,6 +4,7 @@
  * validation into a typed ServerConfig.
  */
 import { availableParallelism } from 'node:os';
+import { join } from 'node:path';
 import { CastellanError } from '../platform/errors.ts';
 import { parseDuration, type FlagSpec, type FlagValues } from '../config/flags.ts';
 import { validateTrustDomain } from '../spiffe/id.ts';
@@ -38,6 +39,15 @@ export interface ServerConfig {
   logLevel: string;
   /** ms to let in-flight calls finish on SIGTERM */
   shutdownGraceMs: number;
+  keystore: { kind: 'file' } | { kind: 'kubernetes'; secretNamespace: string; secretName: string; leaseNamespace: string; leaseName: string; kubeconfig?: string };
+  /** ConfigMap istio-ca-root-cert in every namespace matching the selector ('' = all) */
+  publishTrustBundle: { namespaceSelector: string } | null;
+  /** Unix socket of the admin API (castellan ca …) */
+  adminSocket: string;
+  /** ms a prepared authority must be in the bundle before it may be activated */
+  propagationMs: number;
+  /** rotate self-signed roots automatically (on the leader) */
+  autoRotate: boolean;
 }
 
 export const SERVER_FLAGS: FlagSpec[] = [
@@ -61,12 +71,26 @@ export const SERVER_FLAGS: FlagSpec[] = [
   { name: 'kubeconfig', type: 'string', arg: 'PATH', help: 'kubeconfig for TokenReview (default: $KUBECONFIG, then in-cluster)' },
   { name: 'signer-workers', type: 'string', arg: 'N', default: 'auto', help: 'signing worker threads ("auto" = one per core, 0 = sign on the main thread)' },
   { name: 'batch-max-size', type: 'string', arg: 'N', default: '64', help: 'most CSRs signed in one batch' },
-  { name: 'batch-max-wait', type: 'string', arg: 'DUR', default: '2ms', help: 'longest a CSR waits for its batch to fill' },
+  { name: 'batch-max-wait', type: 'string', arg: 'DUR', default: '0ms', help: 'longest a CSR waits for company before its batch is cut (0 = the end of the event-loop turn); while every worker is busy, batches grow by themselves' },
   { name: 'queue-max', type: 'string', arg: 'N', default: '10000', help: 'queued CSRs beyond which requests get RESOURCE_EXHAUSTED' },
   { name: 'max-request-bytes', type: 'string', arg: 'N', default: '65536', help: 'largest CreateCertificate request accepted' },
   { name: 'log-level', type: 'string', arg: 'LEVEL', default: 'info', help: 'trace|debug|info|warn|error|fatal|silent' },
   { name: 'shutdown-grace', type: 'string', arg: 'DUR', default: '10s', help: 'time in-flight calls get to finish on SIGTERM' },
+  { name: 'keystore', type: 'string', arg: 'KIND', default: 'file', help: 'where the keyring lives: file (<data-dir>/keyring.json) or kubernetes (a Secret, see --ca-secret)' },
+  { name: 'ca-secret', type: 'string', arg: 'NS/NAME', default: 'castellan-system/castellan-ca', help: 'the keyring Secret with --keystore kubernetes' },
+  { name: 'leader-lease', type: 'string', arg: 'NS/NAME', default: 'castellan-system/castellan-leader', help: 'the coordination.k8s.io Lease electing the replica that rotates (--keystore kubernetes)' },
+  { name: 'publish-trust-bundle', type: 'boolean', default: false, help: 'write ConfigMap istio-ca-root-cert (key root-cert.pem) into every namespace matched by --trust-bundle-namespaces' },
+  { name: 'trust-bundle-namespaces', type: 'string', arg: 'SELECTOR', default: '', help: 'label selector of the namespaces that get the trust bundle ConfigMap (default: all)' },
+  { name: 'admin-socket', type: 'string', arg: 'PATH', help: 'Unix socket (0600) of the admin API used by "castellan ca" (default: <data-dir>/admin.sock)' },
+  { name: 'propagation-time', type: 'string', arg: 'DUR', default: '15m', help: 'how long a prepared authority must be in the trust bundle before it may be activated' },
+  { name: 'manual-rotation', type: 'boolean', default: false, help: 'do not rotate self-signed roots automatically (prepare/activate/retire only by "castellan ca")' },
 ];
+
+function nsName(v: string, flag: string): { namespace: string; name: string } {
+  const m = /^([a-z0-9]([-a-z0-9]*[a-z0-9])?)\/([a-z0-9]([-.a-z0-9]*[a-z0-9])?)$/.exec(v);
+  if (!m) throw invalid(`--${flag} must be NAMESPACE/NAME, got "${v}"`);
+  return { namespace: m[1]!, name: m[3]! };
+}
 
 function invalid(msg: string): CastellanError {
   return new CastellanError('INVALID_ARGUMENT', 'config.invalid', `castellan server: ${msg}`);
@@ -156,7 +180,22 @@ export function resolveServerConfig(v: FlagValues): ServerConfig {
     maxRequestBytes: int(s('max-request-bytes')!, 'max-request-bytes', 1024, 16 * 1024 * 1024),
     logLevel: s('log-level')!,
     shutdownGraceMs: dur(s('shutdown-grace')!, 'shutdown-grace'),
+    keystore: { kind: 'file' },
+    publishTrustBundle: null,
+    adminSocket: s('admin-socket') || join(s('data-dir')!, 'admin.sock'),
+    propagationMs: dur(s('propagation-time')!, 'propagation-time'),
+    autoRotate: v['manual-rotation'] !== true,
   };
+  const ks = s('keystore')!;
+  if (ks === 'kubernetes') {
+    const secret = nsName(s('ca-secret')!, 'ca-secret');
+    const lease = nsName(s('leader-lease')!, 'leader-lease');
+    cfg.keystore = { kind: 'kubernetes', secretNamespace: secret.namespace, secretName: secret.name, leaseNamespace: lease.namespace, leaseName: lease.name, kubeconfig: s('kubeconfig') };
+  } else if (ks !== 'file') throw invalid(`--keystore must be file or kubernetes, got "${ks}"`);
+  if (v['publish-trust-bundle'] === true) {
+    if (ks !== 'kubernetes') throw invalid('--publish-trust-bundle needs --keystore kubernetes (it writes ConfigMaps through the Kubernetes API)');
+    cfg.publishTrustBundle = { namespaceSelector: s('trust-bundle-namespaces') ?? '' };
+  }
   if (cfg.rootTtlMs < 24 * 3600_000) throw invalid('--root-ttl must be at least 24h');
   return cfg;
 }

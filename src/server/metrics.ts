@@ -17,11 +17,24 @@ export interface CaMetrics {
   readonly chainExpiryTimestamp: Gauge;
   readonly latency: Histogram<'code'>;
   readonly queueDepth: Gauge;
+  readonly authorityState: Gauge<'id' | 'state'>;
+  readonly authorityLiveLeaves: Gauge<'id'>;
+  readonly authorityExpiry: Gauge<'id' | 'state'>;
+  readonly keyringRejected: Gauge;
   /** Records the expiry (ms since epoch) of the earliest-expiring root and of the signing certificate. */
   setExpiries(rootNotAfterMs: number, signerNotAfterMs: number): void;
 }
 
-export function createCaMetrics(opts: { queueDepth?: () => number; defaultMetrics?: boolean } = {}): CaMetrics {
+export interface AuthorityGaugeInput {
+  id: string;
+  state: string;
+  liveLeaves: number;
+  notAfterMs: number;
+}
+
+export function createCaMetrics(
+  opts: { queueDepth?: () => number; defaultMetrics?: boolean; authorities?: () => AuthorityGaugeInput[]; rejectedKeyringUpdates?: () => number } = {},
+): CaMetrics {
   const registry = new Registry();
   if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: registry });
   let rootExpiryMs = 0;
@@ -55,6 +68,44 @@ export function createCaMetrics(opts: { queueDepth?: () => number; defaultMetric
       registers: [registry],
       collect() {
         if (opts.queueDepth) this.set(opts.queueDepth());
+      },
+    }),
+    authorityState: new Gauge({
+      name: 'castellan_authority_state',
+      help: '1 for the state each authority of the keyring is in',
+      labelNames: ['id', 'state'],
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const a of opts.authorities?.() ?? []) this.set({ id: a.id, state: a.state }, 1);
+      },
+    }),
+    authorityLiveLeaves: new Gauge({
+      name: 'castellan_authority_live_leaves',
+      help: 'certificates signed by each authority and still valid (counted by this server since it started)',
+      labelNames: ['id'],
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const a of opts.authorities?.() ?? []) if (a.state !== 'retired') this.set({ id: a.id }, a.liveLeaves);
+      },
+    }),
+    authorityExpiry: new Gauge({
+      name: 'castellan_authority_expiry_seconds',
+      help: 'seconds until each authority certificate that is not retired expires',
+      labelNames: ['id', 'state'],
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const a of opts.authorities?.() ?? []) if (a.state !== 'retired') this.set({ id: a.id, state: a.state }, Math.round((a.notAfterMs - Date.now()) / 1000));
+      },
+    }),
+    keyringRejected: new Gauge({
+      name: 'castellan_keyring_rejected_updates',
+      help: 'keyring changes in the keystore that could not be used (the last good keyring was kept): alert on any',
+      registers: [registry],
+      collect() {
+        this.set(opts.rejectedKeyringUpdates?.() ?? 0);
       },
     }),
     setExpiries(rootNotAfterMs, signerNotAfterMs) {

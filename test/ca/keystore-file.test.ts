@@ -2,12 +2,42 @@ import { execFileSync, spawn } from 'node:child_process';
 import { chmodSync, readFileSync, statSync, writeFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { loadOrCreateSelfSigned } from '../../src/ca/keystore-file.ts';
+import type { SigningAuthority } from '../../src/ca/authority.ts';
+import type { CaKeyType } from '../../src/ca/keys.ts';
+import { fileKeystore, writeRootCertFile } from '../../src/ca/keystore-file.ts';
+import { CaManager } from '../../src/ca/manager.ts';
+import { systemClock } from '../../src/platform/clock.ts';
 import { CastellanError } from '../../src/platform/errors.ts';
 import { silentLogger } from '../../src/platform/logger.ts';
 import { tempDir } from '../support/tmp.ts';
 
 const YEAR = 365 * 24 * 3600_000;
+
+interface Opts {
+  dataDir: string;
+  trustDomain: string;
+  keyType: CaKeyType;
+  rootTtlMs: number;
+}
+
+/** What the CA server does at start: open the file keystore, load or create the keyring, publish root-cert.pem. */
+async function loadOrCreateSelfSigned(o: Opts): Promise<SigningAuthority> {
+  const keystore = await fileKeystore({ dataDir: o.dataDir });
+  const m = await CaManager.start({
+    keystore,
+    trustDomain: o.trustDomain,
+    mode: { kind: 'self-signed', keyType: o.keyType, rootTtlMs: o.rootTtlMs },
+    propagationMs: 0,
+    autoRotate: false,
+    maxLeafTtlMs: 3600_000,
+    clock: systemClock,
+    logger: silentLogger(),
+  });
+  const a = m.view().active;
+  await writeRootCertFile(o.dataDir, m.view().trustBundlePem);
+  await m.close();
+  return a;
+}
 
 describe('file keystore, self-signed mode', () => {
   let tmp: ReturnType<typeof tempDir>;
@@ -16,13 +46,11 @@ describe('file keystore, self-signed mode', () => {
   });
   afterEach(() => tmp.cleanup());
 
-  const opts = (dataDir: string, over: Partial<Parameters<typeof loadOrCreateSelfSigned>[0]> = {}) => ({
+  const opts = (dataDir: string, over: Partial<Opts> = {}): Opts => ({
     dataDir,
     trustDomain: 'cluster.local',
-    keyType: 'ec-p256' as const,
+    keyType: 'ec-p256',
     rootTtlMs: 10 * YEAR,
-    now: Date.now(),
-    logger: silentLogger(),
     ...over,
   });
 
@@ -85,11 +113,17 @@ describe('file keystore, self-signed mode', () => {
 
   it('P3/several processes cold-starting at once end with exactly one root', async () => {
     const dir = join(tmp.path, 'race');
+    const src = (f: string) => JSON.stringify(new URL(`../../src/${f}`, import.meta.url).pathname);
     const script = `
-      import { loadOrCreateSelfSigned } from ${JSON.stringify(new URL('../../src/ca/keystore-file.ts', import.meta.url).pathname)};
-      import { silentLogger } from ${JSON.stringify(new URL('../../src/platform/logger.ts', import.meta.url).pathname)};
-      const a = await loadOrCreateSelfSigned({ dataDir: ${JSON.stringify(dir)}, trustDomain: 'cluster.local', keyType: 'ec-p256', rootTtlMs: 1e11, now: Date.now(), logger: silentLogger() });
-      process.stdout.write(a.id);`;
+      import { fileKeystore } from ${src('ca/keystore-file.ts')};
+      import { CaManager } from ${src('ca/manager.ts')};
+      import { systemClock } from ${src('platform/clock.ts')};
+      import { silentLogger } from ${src('platform/logger.ts')};
+      const keystore = await fileKeystore({ dataDir: ${JSON.stringify(dir)} });
+      const m = await CaManager.start({ keystore, trustDomain: 'cluster.local', mode: { kind: 'self-signed', keyType: 'ec-p256', rootTtlMs: 1e11 },
+        propagationMs: 0, autoRotate: false, maxLeafTtlMs: 3600000, clock: systemClock, logger: silentLogger() });
+      process.stdout.write(m.view().active.id);
+      await m.close();`;
     const node = join(process.cwd(), 'node_modules/.bin/node');
     const ids = await Promise.all(
       Array.from({ length: 6 }, () =>

@@ -9,6 +9,7 @@ import { silentLogger } from '../../src/platform/logger.ts';
 import { createCertificate, requestedTtlMs, type CaServiceDeps } from '../../src/server/ca-service.ts';
 import { createCaMetrics } from '../../src/server/metrics.ts';
 import type { SigningAuthority } from '../../src/ca/authority.ts';
+import type { KeyringView } from '../../src/ca/keyring.ts';
 import type { Caller, TokenAuthenticator, TokenAuthRequest } from '../../src/identity/types.ts';
 
 const H = 3600_000;
@@ -37,12 +38,12 @@ function deps(over: Partial<CaServiceDeps> = {}) {
   const signer = new FakeSigner();
   const auth = new FakeTokenAuth();
   const authority = { id: 'issuer-1', chainPem: ['INTER'], trustBundlePem: 'ROOTS', certDer: Buffer.alloc(0) } as unknown as SigningAuthority;
+  const view = { active: authority, authorities: new Map([['issuer-1', authority]]), trustBundlePem: 'ROOTS', signerCertsDer: [authority.certDer] } as unknown as KeyringView;
   const d: CaServiceDeps = {
     trustDomain: 'td',
     defaultTtlMs: 24 * H,
     maxTtlMs: 90 * 24 * H,
-    authority: () => authority,
-    authorityById: (id) => (id === 'issuer-1' ? authority : undefined),
+    view: () => view,
     signer,
     tokenAuth: auth,
     clock: new FakeClock(),

@@ -1,0 +1,108 @@
+/**
+ * The admin API (`castellan.v1.AdminService`) on a Unix socket: plain gRPC,
+ * the socket (0600, in a 0700 directory, owner only) is the access control,
+ * as with SPIRE's admin socket. Thin adapters over CaManager, which owns
+ * the guard rails; every refusal is a precise status with the reason.
+ */
+import * as grpc from '@grpc/grpc-js';
+import { create } from '@bufbuild/protobuf';
+import { AdminService, AuthoritySchema, StatusResponseSchema, TransitionResponseSchema, type Authority } from '../gen/castellan/v1/admin_pb.js';
+import { addService } from '../grpc/service.ts';
+import { toGrpcError } from '../grpc/status.ts';
+import type { AuthorityStatus, CaManager } from '../ca/manager.ts';
+import type { TransitionResult } from '../ca/keyring.ts';
+import { CastellanError } from '../platform/errors.ts';
+import type { Logger } from '../platform/logger.ts';
+import { prepareSocketPath, secureBoundSocket } from '../sds/socket.ts';
+
+export interface AdminServer {
+  readonly socketPath: string;
+  close(): Promise<void>;
+}
+
+export function authorityMessage(s: AuthorityStatus): Authority {
+  return create(AuthoritySchema, {
+    id: s.id,
+    state: s.state,
+    source: s.source,
+    keyType: s.keyType,
+    subject: s.subject,
+    notBefore: s.notBefore,
+    notAfter: s.notAfter,
+    liveLeaves: BigInt(s.liveLeaves),
+    issued: BigInt(s.issued),
+    lastLeafNotAfter: s.lastLeafNotAfter ?? '',
+    retireSafeAt: s.retireSafeAt ?? '',
+    preparedAt: s.preparedAt ?? '',
+    activatedAt: s.activatedAt ?? '',
+    deactivatedAt: s.deactivatedAt ?? '',
+    taintedAt: s.taintedAt ?? '',
+    retiredAt: s.retiredAt ?? '',
+  });
+}
+
+export async function startAdminServer(o: {
+  socketPath: string;
+  manager: CaManager;
+  keystoreWhere: string;
+  propagationMs: number;
+  autoRotate: boolean;
+  isLeader: () => boolean;
+  logger: Logger;
+}): Promise<AdminServer> {
+  const { manager, logger } = o;
+  const path = await prepareSocketPath(o.socketPath);
+  const server = new grpc.Server({ 'grpc.max_receive_message_length': 256 * 1024 });
+  const answer = (r: TransitionResult) => {
+    const s = manager.status().find((a) => a.id === r.authority.id)!;
+    return create(TransitionResponseSchema, { authority: authorityMessage(s), forcedRisk: r.forcedRisk ?? '' });
+  };
+  const unary =
+    <Req, Res>(name: string, fn: (req: Req) => Promise<Res>): grpc.handleUnaryCall<Req, Res> =>
+    (call, callback) => {
+      fn(call.request).then(
+        (res) => callback(null, res),
+        (e: unknown) => {
+          const g = toGrpcError(e);
+          logger[g.code === grpc.status.INTERNAL ? 'error' : 'warn']({ event: 'admin.refused', call: name, code: grpc.status[g.code], reason: e instanceof CastellanError ? e.code : 'internal', err: g.code === grpc.status.INTERNAL ? e : undefined }, g.details);
+          callback(g);
+        },
+      );
+    };
+  const status = () =>
+    create(StatusResponseSchema, {
+      trustDomain: manager.view().trustDomain,
+      generation: BigInt(manager.view().generation),
+      leader: o.isLeader(),
+      keystore: o.keystoreWhere,
+      propagationSeconds: BigInt(Math.round(o.propagationMs / 1000)),
+      authorities: manager.status().map(authorityMessage),
+      autoRotation: o.autoRotate,
+    });
+  addService(server, AdminService, {
+    status: unary('Status', async () => status()),
+    prepare: unary('Prepare', async () => answer(await manager.prepare())),
+    import: unary('Import', async (req) =>
+      answer(await manager.importPlugin({ 'ca-cert.pem': req.caCertPem, 'ca-key.pem': req.caKeyPem, 'root-cert.pem': req.rootCertPem, 'cert-chain.pem': req.certChainPem })),
+    ),
+    activate: unary('Activate', async (req) => answer(await manager.activate(req.authorityId || undefined, req.force))),
+    taint: unary('Taint', async (req) => answer(await manager.taint(req.authorityId || undefined, req.force))),
+    retire: unary('Retire', async (req) => answer(await manager.retire(req.authorityId || undefined, req.force))),
+  });
+  // Bind with a umask that leaves the socket owner-only from its first instant.
+  const old = process.umask(0o177);
+  try {
+    await new Promise<void>((resolve, reject) => server.bindAsync(`unix:${path}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())));
+  } finally {
+    process.umask(old);
+  }
+  await secureBoundSocket(path);
+  logger.info({ event: 'admin.listening', socket: path }, 'admin API listening');
+  return {
+    socketPath: path,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.tryShutdown(() => resolve());
+      }),
+  };
+}

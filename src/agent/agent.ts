@@ -42,6 +42,8 @@ export interface AgentConfig {
   caServerName?: string;
   /** Period of the CA root file check, ms. Default 10 000. */
   rootCheckIntervalMs?: number;
+  /** Follow the CA's pushed bundle updates (castellan.v1.TrustService). Default true. */
+  bundleWatch?: boolean;
 }
 
 export interface AgentDeps {
@@ -83,11 +85,14 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
   const metrics = createAgentMetrics({ clock }, { processMetrics: !deps.source });
   const gid = config.sdsSocketGroup ? resolveGroup(config.sdsSocketGroup) : undefined;
 
-  let rootPem = config.caRootPem ?? (config.caRootCertFile ? await readRoot(config.caRootCertFile) : undefined);
+  // What the agent trusts for the CA's own TLS certificate: the root file at first, then
+  // the newest bundle, from the file or pushed by the CA over the verified channel.
+  let trustPem = config.caRootPem ?? (config.caRootCertFile ? await readRoot(config.caRootCertFile) : undefined);
+  let lastFilePem = trustPem;
   let client: CaClient | undefined;
   const makeClient = (): CaClient => {
-    if (!rootPem) throw new CastellanError('INVALID_ARGUMENT', 'config.invalid', 'castellan agent: --ca-root-cert is required');
-    return createCaClient({ address: config.caAddress, rootPem, tokenFile: config.tokenFile, metrics, serverName: config.caServerName });
+    if (!trustPem) throw new CastellanError('INVALID_ARGUMENT', 'config.invalid', 'castellan agent: --ca-root-cert is required');
+    return createCaClient({ address: config.caAddress, rootPem: trustPem, tokenFile: config.tokenFile, metrics, serverName: config.caServerName });
   };
   if (!deps.source) client = makeClient();
   const source: CertificateSource = deps.source ?? { sign: (csr, ttl) => client!.sign(csr, ttl) };
@@ -127,7 +132,59 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
   }
   cache.start();
 
-  // Watch the CA root file: a new bundle means new CA trust and a re-issue.
+  let closed = false;
+  let tainted: string[] = [];
+
+  // Bundle updates pushed by a Castellan CA (castellan.v1.TrustService): tainted issuers
+  // re-issue at once, new roots reach Envoy as ROOTCA before anything is signed by them.
+  let stopWatch: (() => void) | undefined;
+  let watchTimer: TimerHandle | undefined;
+  let watchDelay = 1000;
+  const openWatch = async (): Promise<void> => {
+    if (closed || !client) return;
+    const c = client;
+    const retry = (why: string): void => {
+      if (closed || client !== c) return;
+      logger.debug({ event: 'agent.bundle_watch_retry', why, inMs: watchDelay }, 'bundle watch ended; reconnecting');
+      watchTimer = clock.setTimer(() => void openWatch(), watchDelay);
+      watchDelay = Math.min(60_000, watchDelay * 2);
+    };
+    try {
+      stopWatch = await c.watchBundle(
+        (u) => {
+          watchDelay = 1000;
+          tainted = u.taintedIds;
+          void onBundle(u.bundlePem);
+        },
+        (e) => {
+          if (e?.code === 'ca_client.unimplemented') {
+            logger.info({ event: 'agent.bundle_watch_unsupported' }, 'the CA does not push bundle updates; relying on its responses and the root file');
+            return;
+          }
+          retry(e?.code ?? 'ended');
+        },
+      );
+    } catch (e) {
+      retry((e as CastellanError).code ?? 'error');
+    }
+  };
+  /** A new trust bundle: trust it for the CA's TLS (new connections), and let the cache act on it. */
+  const onBundle = async (bundlePem: string): Promise<void> => {
+    if (closed) return;
+    if (!deps.source && bundlePem !== trustPem) {
+      trustPem = bundlePem;
+      const old = client;
+      stopWatch = undefined;
+      watchTimer?.cancel();
+      client = makeClient();
+      void openWatch();
+      old?.close();
+    }
+    await cache.applyBundleUpdate({ bundlePem, taintedIds: tainted });
+  };
+  if (!deps.source && config.bundleWatch !== false) void openWatch();
+
+  // Watch the CA root file as well (e.g. the istio-ca-root-cert ConfigMap).
   let rootTimer: TimerHandle | undefined;
   const rootPath = config.caRootCertFile;
   if (rootPath && !deps.source) {
@@ -135,13 +192,10 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     const check = async (): Promise<void> => {
       try {
         const pem = await readRoot(rootPath);
-        if (pem !== rootPem) {
-          logger.info({ event: 'agent.ca_root_changed', path: rootPath }, 'CA root certificate changed; re-issuing');
-          rootPem = pem;
-          const old = client;
-          client = makeClient();
-          old?.close();
-          await cache.reissueNow('ca_root_changed');
+        if (pem !== lastFilePem) {
+          lastFilePem = pem;
+          logger.info({ event: 'agent.ca_root_changed', path: rootPath }, 'CA root certificate file changed');
+          await onBundle(pem);
         }
       } catch (e) {
         logger.warn({ event: 'agent.ca_root_unreadable', err: (e as Error).message }, 'keeping the previous CA root');
@@ -151,7 +205,6 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     rootTimer = clock.setTimer(() => void check(), period);
   }
 
-  let closed = false;
   return {
     sdsSocket: sds.socketPath,
     httpAddress: ops?.address,
@@ -162,6 +215,8 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
       if (closed) return;
       closed = true;
       rootTimer?.cancel();
+      watchTimer?.cancel();
+      stopWatch?.();
       cache.stop();
       await sds.close();
       await ops?.close();

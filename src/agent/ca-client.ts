@@ -10,6 +10,7 @@ import { readFile } from 'node:fs/promises';
 import * as grpc from '@grpc/grpc-js';
 import { create } from '@bufbuild/protobuf';
 import { IstioCertificateRequestSchema, IstioCertificateService } from '../gen/istio/v1/auth/ca_pb.js';
+import { TrustService, WatchBundleRequestSchema, type BundleUpdate as BundleUpdateMessage } from '../gen/castellan/v1/trust_pb.js';
 import { createClient } from '../grpc/service.ts';
 import { CastellanError, type ErrorKind } from '../platform/errors.ts';
 import type { CertificateSource } from './cache.ts';
@@ -59,7 +60,20 @@ export function fromGrpcError(e: unknown): CastellanError {
   return new CastellanError(kind, `ca_client.${name.toLowerCase()}`, `CA answered ${name}: ${String(se.details ?? '').slice(0, 300)}`, { cause: e });
 }
 
+export interface BundleUpdate {
+  bundlePem: string;
+  taintedIds: string[];
+  generation: bigint;
+  activeId: string;
+}
+
 export interface CaClient extends CertificateSource {
+  /**
+   * Opens castellan.v1.TrustService/WatchBundle: `onUpdate` for every update,
+   * `onEnd` once when the stream ends (with the error, if any). Returns a
+   * function that cancels the stream.
+   */
+  watchBundle(onUpdate: (u: BundleUpdate) => void, onEnd: (e?: CastellanError) => void): Promise<() => void>;
   close(): void;
 }
 
@@ -70,20 +84,42 @@ export function createCaClient(o: CaClientOptions): CaClient {
   const options: grpc.ClientOptions = { 'grpc.initial_reconnect_backoff_ms': 500, 'grpc.max_reconnect_backoff_ms': 5000 };
   if (o.serverName) options['grpc.ssl_target_name_override'] = o.serverName;
   const client = createClient(IstioCertificateService, o.address, creds, options);
+  const trust = createClient(TrustService, o.address, creds, options);
   const timeoutMs = o.timeoutMs ?? 10_000;
+  const metadata = async (): Promise<grpc.Metadata> => {
+    let token: string;
+    try {
+      token = (await readFile(o.tokenFile, 'utf8')).trim();
+    } catch (e) {
+      // Retryable: kubelet may not have written the projected token yet.
+      throw new CastellanError('UNAVAILABLE', 'ca_client.token_file', `cannot read token file ${o.tokenFile}: ${(e as NodeJS.ErrnoException).code ?? 'error'}`, { cause: e });
+    }
+    if (token === '') throw new CastellanError('UNAVAILABLE', 'ca_client.token_file', `token file ${o.tokenFile} is empty`);
+    const md = new grpc.Metadata();
+    md.set('authorization', `Bearer ${token}`);
+    if (o.clusterId) md.set('clusterid', o.clusterId);
+    return md;
+  };
   return {
+    async watchBundle(onUpdate, onEnd) {
+      const md = await metadata();
+      const call = trust.watchBundle(create(WatchBundleRequestSchema, {}), { metadata: md });
+      let ended = false;
+      const end = (e?: CastellanError): void => {
+        if (ended) return;
+        ended = true;
+        onEnd(e);
+      };
+      call.on('data', (u: BundleUpdateMessage) => onUpdate({ bundlePem: u.trustBundlePem, taintedIds: [...u.taintedAuthorityIds], generation: u.generation, activeId: u.activeAuthorityId }));
+      call.on('error', (e: unknown) => end(fromGrpcError(e)));
+      call.on('end', () => end());
+      return () => {
+        ended = true;
+        call.cancel();
+      };
+    },
     async sign(csrPem, ttlSeconds) {
-      let token: string;
-      try {
-        token = (await readFile(o.tokenFile, 'utf8')).trim();
-      } catch (e) {
-        // Retryable: kubelet may not have written the projected token yet.
-        throw new CastellanError('UNAVAILABLE', 'ca_client.token_file', `cannot read token file ${o.tokenFile}: ${(e as NodeJS.ErrnoException).code ?? 'error'}`, { cause: e });
-      }
-      if (token === '') throw new CastellanError('UNAVAILABLE', 'ca_client.token_file', `token file ${o.tokenFile} is empty`);
-      const md = new grpc.Metadata();
-      md.set('authorization', `Bearer ${token}`);
-      if (o.clusterId) md.set('clusterid', o.clusterId);
+      const md = await metadata();
       const started = performance.now();
       o.metrics?.outgoingRequests.inc({ request_type: 'csr' });
       try {
@@ -99,6 +135,9 @@ export function createCaClient(o: CaClientOptions): CaClient {
         o.metrics?.outgoingLatency.inc({ request_type: 'csr' }, performance.now() - started);
       }
     },
-    close: () => client.close(),
+    close: () => {
+      client.close();
+      trust.close();
+    },
   };
 }

@@ -33,7 +33,7 @@ import {
   type SecretSnapshot,
   type SecretStore,
 } from '../sds/resources.ts';
-import { bundleEarliestExpiry, leafInfo, splitPemCertificates } from './cert-info.ts';
+import { authorityKeyIdOf, bundleEarliestExpiry, chainsTo, leafInfo, splitPemCertificates } from './cert-info.ts';
 import { newKeyAndCsr, type KeyAndCsr, type KeyType } from './csr.ts';
 
 /**
@@ -63,6 +63,8 @@ export interface IssuedCertificate {
   renewAt: number;
   /** True when this issuance changed the trust bundle (not for the first one). */
   bundleChanged: boolean;
+  /** Hex key id of the authority that signed the leaf (its authority key identifier). */
+  issuerKeyId?: string;
 }
 
 export interface SecretCacheOptions {
@@ -110,6 +112,7 @@ export class SecretCache implements SecretStore {
   private readonly listeners = new Set<(name: string) => void>();
   private defaultSnap: SecretSnapshot | undefined;
   private rootSnap: SecretSnapshot | undefined;
+  private servedBundle: string | undefined;
   private current: IssuedCertificate | undefined;
   private rootNotAfter: number | undefined;
   private inFlight: Promise<void> | undefined;
@@ -259,6 +262,7 @@ export class SecretCache implements SecretStore {
     // ROOTCA first: Envoy must trust a new root before it sees a leaf chaining to it.
     if (this.rootSnap?.version !== bundleSnap.version) {
       this.rootSnap = bundleSnap;
+      this.servedBundle = got.bundlePem;
       this.rootNotAfter = bundleEarliestExpiry(got.bundlePem);
       this.emit(ROOTCA_RESOURCE);
     }
@@ -312,7 +316,48 @@ export class SecretCache implements SecretStore {
       notAfter: info.notAfter,
       renewAt,
       bundleChanged: false,
+      issuerKeyId: authorityKeyIdOf(leafPem[0]!),
     };
+  }
+
+  /**
+   * A trust-bundle update pushed by the CA (castellan.v1.TrustService).
+   * When the served leaf's issuer is tainted, or the leaf no longer chains
+   * to the new bundle, `default` is re-issued at once (the response brings
+   * the bundle, pushed as ROOTCA before the new leaf); otherwise a changed
+   * bundle is pushed as ROOTCA right away (e.g. a prepared root, trusted
+   * before it signs anything).
+   */
+  applyBundleUpdate(u: { bundlePem: string; taintedIds: readonly string[] }): Promise<void> {
+    if (this.stopped || splitPemCertificates(u.bundlePem).length === 0) return Promise.resolve();
+    const cur = this.current;
+    if (cur) {
+      const tainted = cur.issuerKeyId !== undefined && u.taintedIds.includes(cur.issuerKeyId);
+      let trusted = true;
+      try {
+        trusted = chainsTo(cur.chainPem, u.bundlePem);
+      } catch {
+        trusted = false;
+      }
+      if (tainted || !trusted) {
+        this.logger.info({ event: 'agent.reissue_for_bundle', tainted, trusted, issuer: cur.issuerKeyId }, tainted ? 'the issuer of our certificate is tainted: re-issuing now' : 'our certificate no longer chains to the trust bundle: re-issuing now');
+        return this.reissueNow(tainted ? 'issuer_tainted' : 'issuer_untrusted');
+      }
+    }
+    const snap = validationContextSnapshot(u.bundlePem);
+    if (this.rootSnap?.version !== snap.version) {
+      this.rootSnap = snap;
+      this.servedBundle = u.bundlePem;
+      this.rootNotAfter = bundleEarliestExpiry(u.bundlePem);
+      this.logger.info({ event: 'agent.bundle_pushed', roots: splitPemCertificates(u.bundlePem).length }, 'trust bundle changed: ROOTCA pushed');
+      this.emit(ROOTCA_RESOURCE);
+    }
+    return Promise.resolve();
+  }
+
+  /** The trust bundle served as ROOTCA now (PEM), if any. */
+  get bundlePem(): string | undefined {
+    return this.servedBundle;
   }
 
   private onFailure(err: CastellanError): void {

@@ -50,3 +50,27 @@ export function bundleEarliestExpiry(bundlePem: string): number | undefined {
   }
   return min;
 }
+
+/** Hex authority key identifier of a certificate (lower case), or undefined without one. */
+export function authorityKeyIdOf(pem: string): string | undefined {
+  const c = new x509.X509Certificate(pem);
+  return c.getExtension(x509.AuthorityKeyIdentifierExtension)?.keyId?.toLowerCase();
+}
+
+/**
+ * Whether `chainPem` (leaf first, then intermediates) verifies up to a root
+ * of `bundlePem`: each certificate issued and signed by the next, the last
+ * by a bundle root. Validity periods are not checked here.
+ */
+export function chainsTo(chainPem: string, bundlePem: string): boolean {
+  const chain = splitPemCertificates(chainPem).map((p) => new X509Certificate(p));
+  const roots = splitPemCertificates(bundlePem).map((p) => new X509Certificate(p));
+  if (chain.length === 0) return false;
+  for (let i = 0; i < chain.length; i++) {
+    const cur = chain[i]!;
+    if (roots.some((r) => cur.checkIssued(r) && cur.verify(r.publicKey))) return true;
+    const next = chain[i + 1];
+    if (!next || !(cur.checkIssued(next) && cur.verify(next.publicKey))) return false;
+  }
+  return false;
+}

@@ -35,7 +35,9 @@ export type GrpcClient<T extends GenServiceMethods> = {
     ? (req: In<T[K]>, opts?: CallOptions) => Promise<Out<T[K]>>
     : T[K]['methodKind'] extends 'bidi_streaming'
       ? (opts?: CallOptions) => grpc.ClientDuplexStream<In<T[K]>, Out<T[K]>>
-      : never;
+      : T[K]['methodKind'] extends 'server_streaming'
+        ? (req: In<T[K]>, opts?: CallOptions) => grpc.ClientReadableStream<Out<T[K]>>
+        : never;
 } & { readonly raw: grpc.Client; close(): void };
 
 export function serviceDefinition(service: GenService<GenServiceMethods>): grpc.ServiceDefinition {
@@ -87,6 +89,8 @@ export function createClient<T extends GenServiceMethods>(
         });
     } else if (m.methodKind === 'bidi_streaming') {
       out[m.localName] = (opts: CallOptions = {}) => fn(opts.metadata ?? new grpc.Metadata(), { deadline: opts.deadline });
+    } else if (m.methodKind === 'server_streaming') {
+      out[m.localName] = (req: unknown, opts: CallOptions = {}) => fn(req, opts.metadata ?? new grpc.Metadata(), { deadline: opts.deadline });
     }
   }
   return out as GrpcClient<T>;

@@ -4,6 +4,7 @@
  * `castellan dev` embed.
  */
 import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { create } from '@bufbuild/protobuf';
 import { HealthImplementation } from 'grpc-health-check';
@@ -290,7 +291,7 @@ export async function startCaServer(config: ServerConfig, deps: CaServerDeps = {
   let admin: AdminServer;
   try {
     admin = await startAdminServer({
-      socketPath: config.adminSocket,
+      socketPath: config.adminSocket ?? join(config.dataDir, 'admin.sock'),
       manager,
       keystoreWhere: keystore.where,
       propagationMs: config.propagationMs,

@@ -4,7 +4,6 @@
  * validation into a typed ServerConfig.
  */
 import { availableParallelism } from 'node:os';
-import { join } from 'node:path';
 import { CastellanError } from '../platform/errors.ts';
 import { parseDuration, type FlagSpec, type FlagValues } from '../config/flags.ts';
 import { validateTrustDomain } from '../spiffe/id.ts';
@@ -42,8 +41,8 @@ export interface ServerConfig {
   keystore: { kind: 'file' } | { kind: 'kubernetes'; secretNamespace: string; secretName: string; leaseNamespace: string; leaseName: string; kubeconfig?: string };
   /** ConfigMap istio-ca-root-cert in every namespace matching the selector ('' = all) */
   publishTrustBundle: { namespaceSelector: string } | null;
-  /** Unix socket of the admin API (castellan ca …) */
-  adminSocket: string;
+  /** Unix socket of the admin API (castellan ca …); default <dataDir>/admin.sock */
+  adminSocket?: string;
   /** ms a prepared authority must be in the bundle before it may be activated */
   propagationMs: number;
   /** rotate self-signed roots automatically (on the leader) */
@@ -182,7 +181,7 @@ export function resolveServerConfig(v: FlagValues): ServerConfig {
     shutdownGraceMs: dur(s('shutdown-grace')!, 'shutdown-grace'),
     keystore: { kind: 'file' },
     publishTrustBundle: null,
-    adminSocket: s('admin-socket') || join(s('data-dir')!, 'admin.sock'),
+    adminSocket: s('admin-socket') || undefined,
     propagationMs: dur(s('propagation-time')!, 'propagation-time'),
     autoRotate: v['manual-rotation'] !== true,
   };

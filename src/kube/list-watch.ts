@@ -128,11 +128,13 @@ export function listWatch<T extends KubernetesObject>(o: ListWatchOptions<T>): L
       return;
     }
     const healthy = a.gotEvent || performance.now() - a.startedAt >= HEALTHY_MS;
-    if (err) {
+    const idleTimeout = err instanceof Error && err.name === 'TimeoutError';
+    if (err && !(idleTimeout && healthy)) {
       failures = healthy ? 1 : failures + 1;
       const level = failures > 1 ? 'warn' : 'info';
       logger[level]({ event: 'kube.watch_dropped', what: o.what, why: describeKubeFailure(err), retryInMs: backoff() }, `watch of ${o.what} ended; re-establishing`);
     } else {
+      // closed by the server (its watch timeout) or idle past client-node's inactivity limit
       failures = healthy ? 0 : failures + 1;
       logger.debug({ event: 'kube.watch_closed', what: o.what }, `watch of ${o.what} closed; re-establishing`);
     }

@@ -30,11 +30,12 @@
  *   `timeoutSeconds` ends the stream;
  * - label selectors (=, ==, !=, in, notin, exists, !exists) and field
  *   selectors (metadata.name, metadata.namespace) on lists and watches;
- * - bearer-token authentication (401 without the caller's token).
+ * - bearer-token authentication (401 without an accepted token).
  *
  * Tests can drop or cleanly close watch connections, compact the history,
  * inject HTTP errors (e.g. 503) for matching requests, make the server
- * unreachable (every connection reset), and count requests and writes.
+ * unreachable (every connection reset) or cut off one client (by its
+ * token, a partitioned replica), and count requests and writes.
  * It serves HTTPS with an openssl-made certificate, which the kubeconfig it
  * writes trusts (client-node refuses plain HTTP unless TLS checks are off).
  */
@@ -262,6 +263,12 @@ export class KubeApiDouble {
   readonly writes: WriteRecord[] = [];
   readonly faults: InjectedFault[] = [];
   private down = false;
+  /** bearer tokens the double accepts (each replica in a test may have its own) */
+  readonly tokens = new Set<string>([CALLER_TOKEN]);
+  /** clients (by token) whose connections are reset: a network partition of one replica */
+  readonly partitioned = new Set<string>();
+  /** called for every authenticated request before it is served (a test can change the store at that moment, e.g. to lose a race) */
+  onRequest: ((r: RequestRecord) => void) | undefined;
   /** how a compacted watch resourceVersion is answered: ERROR event (what kube-apiserver's watch cache does) or HTTP 410 */
   goneAs: 'event' | 'http' = 'event';
 
@@ -585,6 +592,11 @@ export class KubeApiDouble {
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const token = req.headers.authorization?.replace(/^Bearer /, '');
+    if (token !== undefined && this.partitioned.has(token)) {
+      req.socket.destroy();
+      return;
+    }
     const chunks: Buffer[] = [];
     for await (const c of req) chunks.push(c as Buffer);
     const url = new URL(req.url ?? '/', 'https://double');
@@ -601,7 +613,8 @@ export class KubeApiDouble {
     let writeName = r?.name ?? '';
     let before = this.rv;
     try {
-      if (req.headers.authorization !== `Bearer ${CALLER_TOKEN}`) throw new HttpError(401, 'Unauthorized');
+      if (token === undefined || !this.tokens.has(token)) throw new HttpError(401, 'Unauthorized');
+      this.onRequest?.(this.requests.at(-1)!);
       const fi = this.faults.findIndex((f) => (!f.method || f.method === method) && (!f.resource || f.resource === r?.resource) && (f.watch === undefined || f.watch === watch));
       if (fi >= 0) {
         const f = this.faults[fi]!;

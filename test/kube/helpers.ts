@@ -18,6 +18,8 @@ export interface DoubleEnv {
   kc: () => KubeConfig;
   /** a kubeconfig whose token the double does not accept */
   badKubeconfig: string;
+  /** a KubeConfig with its own (accepted) token, so the double can partition this client alone */
+  kcAs: (token: string) => KubeConfig;
   stop: () => Promise<void>;
 }
 
@@ -35,6 +37,14 @@ export async function startDouble(prefix = 'castellan-kube-'): Promise<DoubleEnv
     kc: () => {
       const kc = new KubeConfig();
       kc.loadFromFile(kubeconfig);
+      return kc;
+    },
+    kcAs: (token) => {
+      const path = join(tmp.path, `kubeconfig-${token}`);
+      api.tokens.add(token);
+      api.writeKubeconfig(path, token);
+      const kc = new KubeConfig();
+      kc.loadFromFile(path);
       return kc;
     },
     stop: async () => {

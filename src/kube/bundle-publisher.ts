@@ -11,7 +11,9 @@
  * is resolved by reading again and retrying. A failure in one namespace is
  * logged and retried later (`retryMs`, and on the next publish); publish
  * rejects only when the namespaces cannot be listed at all (UNAVAILABLE
- * bundle.unavailable, or PERMISSION_DENIED for RBAC).
+ * bundle.unavailable, or PERMISSION_DENIED for RBAC), and then the whole
+ * publish is retried after `retryMs` too. A publish superseded by a newer
+ * bundle before it started resolves without writing (the newer one runs).
  *
  * A watch of the namespaces (list then watch, re-established on drops,
  * relisted on 410 Gone) gives namespaces created later the current bundle.
@@ -97,6 +99,8 @@ export function configMapBundlePublisher(o: BundlePublisherOptions = {}): Config
   let queue: Promise<void> = Promise.resolve();
   let closed = false;
   let retryTimer: TimerHandle | undefined;
+  /** the last full publish failed to list the namespaces */
+  let listFailed = false;
 
   const mayAct = (): boolean => !closed && bundle !== undefined && (o.leader?.isLeader() ?? true);
 
@@ -210,10 +214,34 @@ export function configMapBundlePublisher(o: BundlePublisherOptions = {}): Config
     if (retryMs <= 0 || retryTimer || closed) return;
     retryTimer = clock.setTimer(() => {
       retryTimer = undefined;
-      if (!mayAct() || failed.size === 0) return;
+      if (!mayAct()) return;
+      if (listFailed) {
+        // the last publish could not even list the namespaces: do it all again
+        publishJob(bundle!).catch(() => undefined);
+        return;
+      }
       for (const ns of failed) pending.add(ns);
       flushPending();
     }, retryMs);
+  }
+
+  /** A whole publish, queued behind whatever is running. */
+  function publishJob(b: string): Promise<void> {
+    return enqueue(async () => {
+      if (closed || b !== bundle) return; // closed, or a newer bundle was asked for meanwhile (its own job follows)
+      let items: V1Namespace[];
+      try {
+        ({ items } = await listNamespaces());
+      } catch (e) {
+        listFailed = true;
+        scheduleRetry();
+        throw e;
+      }
+      listFailed = false;
+      const namespaces = items.filter(usable).map((n) => n.metadata!.name!);
+      const counts = await ensureAll(namespaces, b);
+      logger.info({ event: 'bundle.published', configMap: cmName, key, namespaces: namespaces.length, ...counts }, `trust bundle published to ${what}`);
+    });
   }
 
   /** Queues a look at every namespace the watch flagged. */
@@ -278,13 +306,7 @@ export function configMapBundlePublisher(o: BundlePublisherOptions = {}): Config
   return {
     publish(bundlePem: string): Promise<void> {
       bundle = bundlePem;
-      return enqueue(async () => {
-        if (closed) return;
-        const { items } = await listNamespaces();
-        const namespaces = items.filter(usable).map((n) => n.metadata!.name!);
-        const counts = await ensureAll(namespaces, bundlePem);
-        logger.info({ event: 'bundle.published', configMap: cmName, key, namespaces: namespaces.length, ...counts }, `trust bundle published to ${what}`);
-      });
+      return publishJob(bundlePem);
     },
     lastOutcomes: () => outcomes,
     idle: async () => {

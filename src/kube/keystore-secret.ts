@@ -64,20 +64,25 @@ export function secretKeystore(o: SecretKeystoreOptions): SecretKeystore {
   const { namespace, name } = o;
   const where = `Secret ${namespace}/${name}`;
 
-  /** what this instance last read, wrote or reported: a change is anything else */
-  let known: { version: string; text: string } | undefined;
-  /** metadata of the Secret at `known.version`, kept across PUTs (labels, annotations, owners) */
-  let knownMeta: V1Secret['metadata'];
+  /** the newest keyring this instance's caller got from read/createIfAbsent/update: watch events for it (or older) are not news */
+  let own: string | undefined;
+  /** metadata of the newest Secret seen by any means, reused by a PUT at that resourceVersion (labels, annotations, owners) */
+  let latestMeta: V1Secret['metadata'];
   /** documents this instance is writing right now: their watch events are not changes */
   const inFlight = new Set<string>();
   const watches = new Set<ListWatchHandle>();
   let lastWatch: ListWatchHandle | undefined;
 
-  function note(s: V1Secret, text: string): void {
-    const version = s.metadata?.resourceVersion ?? '';
-    if (known && version !== known.version && olderThan(version, known.version)) return;
-    known = { version, text };
-    knownMeta = s.metadata;
+  function seenMeta(s: V1Secret): void {
+    const v = s.metadata?.resourceVersion;
+    const cur = latestMeta?.resourceVersion;
+    if (v && (cur === undefined || !olderThan(v, cur))) latestMeta = s.metadata;
+  }
+
+  function returned(s: V1Secret): void {
+    seenMeta(s);
+    const v = s.metadata?.resourceVersion;
+    if (v && (own === undefined || !olderThan(v, own))) own = v;
   }
 
   function textOf(s: V1Secret): string {
@@ -94,7 +99,7 @@ export function secretKeystore(o: SecretKeystoreOptions): SecretKeystore {
 
   function body(doc: KeyringDoc, resourceVersion?: string): { obj: V1Secret; text: string } {
     const text = serializeKeyringDoc(doc);
-    const meta = resourceVersion !== undefined && knownMeta?.resourceVersion === resourceVersion ? knownMeta : undefined;
+    const meta = resourceVersion !== undefined && latestMeta?.resourceVersion === resourceVersion ? latestMeta : undefined;
     return {
       text,
       obj: {
@@ -127,7 +132,7 @@ export function secretKeystore(o: SecretKeystoreOptions): SecretKeystore {
     const s = await get();
     if (!s) return null;
     const k = stored(s);
-    note(s, textOf(s));
+    returned(s);
     return k;
   }
 
@@ -156,7 +161,7 @@ export function secretKeystore(o: SecretKeystoreOptions): SecretKeystore {
       if (created) {
         const version = created.metadata?.resourceVersion;
         if (!version) throw new CastellanError('UNAVAILABLE', 'keystore.unavailable', `Kubernetes API returned ${where} without a resourceVersion`);
-        note(created, text);
+        returned(created);
         logger.debug({ event: 'keystore.created', where, version }, 'keyring Secret created');
         return { stored: { doc, version }, created: true };
       }
@@ -182,28 +187,26 @@ export function secretKeystore(o: SecretKeystoreOptions): SecretKeystore {
     }
     const version = s.metadata?.resourceVersion;
     if (!version) throw new CastellanError('UNAVAILABLE', 'keystore.unavailable', `Kubernetes API returned ${where} without a resourceVersion`);
-    note(s, text);
+    returned(s);
     return { doc, version };
   }
 
   function watch(onChange: (k: StoredKeyring) => void, onError: (e: unknown) => void): () => void {
-    /** the last resourceVersion this watcher handed out (or found unusable) */
-    let reported: string | undefined;
+    /** the last resourceVersion this watcher handed out, or passed over */
+    let last: string | undefined;
     const seen = (s: V1Secret): void => {
       const version = s.metadata?.resourceVersion;
-      if (!version || version === reported) return;
-      if (known && (version === known.version || olderThan(version, known.version))) return;
-      reported = version;
+      if (!version || version === last || (last !== undefined && olderThan(version, last))) return;
+      seenMeta(s);
+      last = version;
+      // the caller already has it (or something newer) from its own read or write
+      if (own !== undefined && (version === own || olderThan(version, own))) return;
       let k: StoredKeyring;
       try {
         const text = textOf(s);
-        if (inFlight.has(text)) {
-          // this instance's own write, seen before the answer to it arrived: not a change
-          note(s, text);
-          return;
-        }
+        // this instance's own write, seen before the answer to it arrived: not a change
+        if (inFlight.has(text)) return;
         k = stored(s);
-        note(s, text);
       } catch (e) {
         logger.warn({ event: 'keystore.watch_unusable', where, version, why: e instanceof CastellanError ? e.message : String(e) }, 'the stored keyring changed but cannot be used');
         onError(e);
@@ -212,9 +215,8 @@ export function secretKeystore(o: SecretKeystoreOptions): SecretKeystore {
       onChange(k);
     };
     const gone = (): void => {
-      known = undefined;
-      knownMeta = undefined;
-      reported = undefined;
+      last = undefined;
+      own = undefined;
       logger.warn({ event: 'keystore.deleted', where }, `${where} was deleted; keeping the keyring in memory`);
       onError(new CastellanError('FAILED_PRECONDITION', 'keystore.deleted', `${where} was deleted`));
     };
@@ -228,7 +230,7 @@ export function secretKeystore(o: SecretKeystoreOptions): SecretKeystore {
       },
       onList: (items) => {
         if (items[0]) seen(items[0]);
-        else if (known || reported) gone(); // deleted while the watch was down
+        else if (last !== undefined) gone(); // deleted while the watch was down
       },
       onEvent: (type, s) => {
         if (s.metadata?.name !== name) return;

@@ -176,6 +176,24 @@ describe('ConfigMap trust-bundle publisher (HTTP double of the Kubernetes API)',
     expect(bundleIn(ns)).toBe(pem('up'));
   });
 
+  it('a publish that could not list the namespaces is retried on its own once the API is back', async () => {
+    const g = group();
+    const [a, b] = ['a', 'b'].map((x) => g.ns(x)) as [string, string];
+    const p = publisher({ namespaceSelector: g.selector, retryMs: 100 });
+    await p.watching;
+    env.api.inject({ method: 'GET', resource: 'namespaces', watch: false, status: 503, count: 2 });
+    await expect(p.publish(pem('later'))).rejects.toMatchObject({ code: 'bundle.unavailable' });
+    await until(() => bundleIn(a) === pem('later') && bundleIn(b) === pem('later'), 5000);
+  });
+
+  it('publishes asked for in quick succession end with the newest bundle everywhere', async () => {
+    const g = group();
+    const targets = ['a', 'b', 'c'].map((x) => g.ns(x));
+    const p = publisher({ namespaceSelector: g.selector });
+    await Promise.all([p.publish(pem('r1')), p.publish(pem('r2')), p.publish(pem('r3'))]);
+    for (const ns of targets) expect(bundleIn(ns)).toBe(pem('r3'));
+  });
+
   it('a namespace created later gets the current bundle through the watch; so does one relabelled into the selector', async () => {
     const g = group();
     g.ns('first');

@@ -275,19 +275,17 @@ describe('Secret keystore (HTTP double of the Kubernetes API)', () => {
     expect(rb.changes[0]).toEqual(again.stored);
   });
 
-  it('close() stops every watch', async () => {
+  it('two watches on one keystore both see a change; close() stops every watch', async () => {
     const name = fresh();
-    const a = replica(name);
-    await a.createIfAbsent(keyringDoc(1));
-    a.watch(
-      () => undefined,
-      () => undefined,
-    );
-    a.watch(
-      () => undefined,
-      () => undefined,
-    );
+    const [a, b] = [replica(name), replica(name)];
+    const { stored } = await a.createIfAbsent(keyringDoc(1));
+    const [w1, w2] = [recorder(), recorder()];
+    a.watch(w1.onChange, w1.onError);
+    a.watch(w2.onChange, w2.onError);
     await until(() => env.api.openWatches('secrets') === 2);
+    const v2 = await b.update(keyringDoc(2), stored.version);
+    await until(() => w1.changes.length === 1 && w2.changes.length === 1);
+    expect([w1.changes, w2.changes]).toEqual([[v2], [v2]]);
     await a.close();
     await until(() => env.api.openWatches('secrets') === 0);
   });

@@ -81,6 +81,7 @@ export class CaManager {
   private rotateTimer: TimerHandle | undefined;
   private flushTimer: TimerHandle | undefined;
   private serial: Promise<unknown> = Promise.resolve();
+  private rotating: Promise<unknown> = Promise.resolve();
   private closed = false;
   /** keyring changes that could not be used (corrupt documents), for metrics */
   rejectedUpdates = 0;
@@ -379,14 +380,27 @@ export class CaManager {
     this.rotateTimer = this.o.clock.setTimer(() => void this.rotateOnce(), Math.max(0, delayMs));
   }
 
+  /** Resolves when no keyring write or rotation step of this process is in progress (tests). */
+  async idle(): Promise<void> {
+    await this.rotating;
+    await this.serial;
+  }
+
   /** One step of automatic rotation (leader only), then re-arms for the next threshold. */
-  async rotateOnce(): Promise<void> {
+  rotateOnce(): Promise<void> {
+    const p = this.rotateStep();
+    this.rotating = p.catch(() => undefined);
+    return p;
+  }
+
+  private async rotateStep(): Promise<void> {
     if (this.closed) return;
     if (!this.leader.isLeader()) {
       this.scheduleRotation(HOUR);
       return;
     }
     try {
+      await this.flush(); // decide on current leaf accounting
       const { step, recheckAt } = nextAutoStep(this.stored.doc, this.now, this.o.propagationMs);
       if (!step) {
         this.scheduleRotation(recheckAt - this.now);

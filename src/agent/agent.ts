@@ -17,7 +17,7 @@ import { createCaClient, type CaClient } from './ca-client.ts';
 import { SecretCache, type CertificateSource, type IssuedCertificate } from './cache.ts';
 import type { KeyType } from './csr.ts';
 import { createAgentMetrics, type AgentMetrics } from './metrics.ts';
-import { writeOutputDir } from './output.ts';
+import { writeOutputBundle, writeOutputDir } from './output.ts';
 
 export interface AgentConfig {
   /** host:port of the CA */
@@ -111,6 +111,9 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     onIssued: async (c) => {
       if (config.outputDir) await writeOutputDir(config.outputDir, c);
       deps.onIssued?.(c);
+    },
+    onBundle: async (bundlePem) => {
+      if (config.outputDir) await writeOutputBundle(config.outputDir, bundlePem);
     },
   });
 

@@ -93,6 +93,8 @@ export interface SecretCacheOptions {
   onIssued?: (c: IssuedCertificate) => void | Promise<void>;
   /** Called after every failed attempt. */
   onFailure?: (e: CastellanError, retryInMs: number) => void;
+  /** Called when a pushed bundle changed ROOTCA between issuances. Errors are logged. */
+  onBundle?: (bundlePem: string) => void | Promise<void>;
 }
 
 export interface CacheStatus {
@@ -106,7 +108,7 @@ export interface CacheStatus {
 }
 
 export class SecretCache implements SecretStore {
-  private readonly o: Required<Omit<SecretCacheOptions, 'onIssued' | 'onFailure' | 'trustDomain' | 'logger'>> & SecretCacheOptions;
+  private readonly o: Required<Omit<SecretCacheOptions, 'onIssued' | 'onFailure' | 'onBundle' | 'trustDomain' | 'logger'>> & SecretCacheOptions;
   private readonly clock: Clock;
   private readonly logger: Logger;
   private readonly listeners = new Set<(name: string) => void>();
@@ -351,6 +353,10 @@ export class SecretCache implements SecretStore {
       this.rootNotAfter = bundleEarliestExpiry(u.bundlePem);
       this.logger.info({ event: 'agent.bundle_pushed', roots: splitPemCertificates(u.bundlePem).length }, 'trust bundle changed: ROOTCA pushed');
       this.emit(ROOTCA_RESOURCE);
+      return Promise.resolve(this.o.onBundle?.(u.bundlePem)).then(
+        () => undefined,
+        (e: unknown) => this.logger.error({ event: 'agent.on_bundle_failed', err: e }, 'bundle hook failed'),
+      );
     }
     return Promise.resolve();
   }

@@ -16,3 +16,9 @@ export async function writeOutputDir(dir: string, c: IssuedCertificate): Promise
   await writeFileAtomic(join(dir, 'key.pem'), c.keyPem, 0o600);
   await writeFileAtomic(join(dir, 'cert-chain.pem'), c.chainPem, 0o644);
 }
+
+/** A trust bundle pushed between issuances (ROOTCA changed): only root-cert.pem changes. */
+export async function writeOutputBundle(dir: string, bundlePem: string): Promise<void> {
+  await ensurePrivateDir(dir);
+  await writeFileAtomic(join(dir, 'root-cert.pem'), bundlePem, 0o644);
+}

@@ -77,8 +77,18 @@ async function clusterPorts(config: ServerConfig, deps: CaServerDeps, logger: Lo
   if (config.keystore.kind === 'file') {
     return { keystore: deps.keystore ?? (await fileKeystore({ dataDir: config.dataDir })), leader: deps.leader ?? alwaysLeader(), publisher: deps.publisher };
   }
-  void logger;
-  throw new CastellanError('FAILED_PRECONDITION', 'config.unsupported', '--keystore kubernetes is not available in this build yet');
+  const k = config.keystore;
+  const { secretKeystore } = await import('../kube/keystore-secret.ts');
+  const { leaseElector } = await import('../kube/lease.ts');
+  const identity = process.env.POD_NAME ?? `${(await import('node:os')).hostname()}-${process.pid}`;
+  const keystore = deps.keystore ?? secretKeystore({ kubeconfig: k.kubeconfig, namespace: k.secretNamespace, name: k.secretName, logger });
+  const leader = deps.leader ?? leaseElector({ kubeconfig: k.kubeconfig, namespace: k.leaseNamespace, name: k.leaseName, identity, logger });
+  let publisher = deps.publisher;
+  if (!publisher && config.publishTrustBundle) {
+    const { configMapBundlePublisher } = await import('../kube/bundle-publisher.ts');
+    publisher = configMapBundlePublisher({ kubeconfig: k.kubeconfig, namespaceSelector: config.publishTrustBundle.namespaceSelector, logger, leader });
+  }
+  return { keystore, leader, publisher };
 }
 
 /** PEM the server verifies client certificates against: every trusted root and every signer's chain. */
@@ -177,7 +187,16 @@ export async function startCaServer(config: ServerConfig, deps: CaServerDeps = {
   // root file, metrics, publishers and the agents watching the bundle.
   const bundleWatchers = new Set<(v: KeyringView) => void>();
   await writeRootCertFile(config.dataDir, first.trustBundlePem);
-  if (publisher && leader.isLeader()) publisher.publish(first.trustBundlePem).catch((e: unknown) => logger.warn({ event: 'bundle.publish_failed', err: e instanceof CastellanError ? e.message : String(e) }, 'could not publish the trust bundle; will retry on the next change'));
+  // The leader publishes the bundle: at start if it already leads, and whenever it becomes the leader
+  // (an elector learns it leads only after its first round trip to the API).
+  const publish = (why: string): void => {
+    if (!publisher || !leader.isLeader()) return;
+    publisher.publish(manager.view().trustBundlePem).catch((e: unknown) => logger.warn({ event: 'bundle.publish_failed', why, err: e instanceof CastellanError ? e.message : String(e) }, 'could not publish the trust bundle; it is retried'));
+  };
+  publish('start');
+  leader.onChange((l) => {
+    if (l) publish('leader');
+  });
   const unsubscribe = manager.onChange((view, prev) => {
     signer.setIssuer(issuerMaterial(view.active));
     setExpiries(view);
@@ -187,9 +206,7 @@ export async function startCaServer(config: ServerConfig, deps: CaServerDeps = {
     }
     if (!prev || prev.trustBundlePem !== view.trustBundlePem) {
       writeRootCertFile(config.dataDir, view.trustBundlePem).catch((e: unknown) => logger.error({ err: e, event: 'bundle.file_failed' }, 'could not write root-cert.pem'));
-      if (publisher && leader.isLeader()) {
-        publisher.publish(view.trustBundlePem).catch((e: unknown) => logger.warn({ event: 'bundle.publish_failed', err: e instanceof CastellanError ? e.message : String(e) }, 'could not publish the trust bundle'));
-      }
+      publish('bundle_changed');
     }
     for (const w of bundleWatchers) w(view);
     logger.info({ event: 'keyring.applied', generation: view.generation, active: view.active.id, tainted: view.taintedIds, roots: view.rootsDer.length }, 'keyring change applied');

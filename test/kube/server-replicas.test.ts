@@ -45,7 +45,7 @@ function config(name: string) {
   });
 }
 
-const bundleIn = (ns: string): string | undefined => env.api.get('configmaps', ns, 'istio-ca-root-cert')?.data?.['root-cert.pem'] as string | undefined;
+const bundleIn = (ns: string): string | undefined => (env.api.get('configmaps', ns, 'istio-ca-root-cert')?.data as Record<string, string> | undefined)?.['root-cert.pem'];
 
 describe('CA replicas on the Kubernetes keystore (HTTP double of the Kubernetes API)', () => {
   it('ok/cold start together: one root, one leader, the bundle in every selected namespace', async () => {

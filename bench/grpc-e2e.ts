@@ -13,7 +13,8 @@ import { percentile, processRssBytes } from './lib/proc.ts';
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
 
 export async function runGrpcE2e(): Promise<Record<string, number>> {
-  const server = await startBenchServer({ identities: 500 });
+  // E2E_SERVER_ARGS="--signer-workers 1" tries other server settings.
+  const server = await startBenchServer({ identities: 500, extraArgs: (process.env.E2E_SERVER_ARGS ?? '').split(' ').filter(Boolean) });
   try {
     const peak = await server.drive({ mode: 'closed', concurrency: 64, durationMs: SECONDS * 1000 });
     const peakRate = peak.done / (peak.elapsedMs / 1000);

@@ -79,7 +79,9 @@ export async function startBenchServer(o: { identities: number; extraArgs?: stri
   const server: ChildProcess = spawn(
     node,
     [...nodeArgs, join(root, 'bin/castellan.js'), 'server', '--data-dir', join(tmp.path, 'data'), '--grpc-listen', `127.0.0.1:${port}`, '--http-listen', 'off',
-      '--jwks-file', issuer.jwksPath, '--jwt-issuer', issuer.issuer, '--log-level', 'warn', ...(o.extraArgs ?? [])],
+      '--jwks-file', issuer.jwksPath, '--jwt-issuer', issuer.issuer, '--log-level', 'warn',
+      // one load generator on one address plays thousands of workloads: no per-peer limit
+      '--rate-limit-per-peer', '0', '--rate-limit-per-identity', '0', ...(o.extraArgs ?? [])],
     { stdio: ['ignore', 'ignore', 'inherit'] },
   );
   await waitForPort(port, 30_000);

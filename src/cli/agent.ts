@@ -8,6 +8,7 @@ import { AGENT_FLAGS, resolveAgentConfig } from '../agent/config.ts';
 import { helpText, parseCommand } from '../config/flags.ts';
 import { CastellanError } from '../platform/errors.ts';
 import { createLogger } from '../platform/logger.ts';
+import { installProcessGuard } from './guard.ts';
 
 export async function run(argv: string[]): Promise<number> {
   let config;
@@ -23,6 +24,7 @@ export async function run(argv: string[]): Promise<number> {
     return 2;
   }
   const logger = createLogger({ level: config.logLevel, name: 'agent' });
+  installProcessGuard(logger);
   let handle: AgentHandle;
   try {
     handle = await startAgent(config, { logger });

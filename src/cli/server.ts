@@ -5,6 +5,7 @@
 import { helpText, parseCommand } from '../config/flags.ts';
 import { CastellanError } from '../platform/errors.ts';
 import { createLogger } from '../platform/logger.ts';
+import { installProcessGuard } from './guard.ts';
 import { startCaServer } from '../server/ca-server.ts';
 import { resolveServerConfig, SERVER_FLAGS } from '../server/config.ts';
 
@@ -22,6 +23,7 @@ export async function run(argv: string[]): Promise<number> {
     return 2;
   }
   const logger = createLogger({ level: config.logLevel });
+  installProcessGuard(logger);
   let handle;
   try {
     handle = await startCaServer(config, { logger });

@@ -34,6 +34,7 @@ import { authenticate, createCertificate, type CaServiceDeps } from './ca-servic
 import type { ServerConfig } from './config.ts';
 import { startOpsServer, type OpsServer } from './http.ts';
 import { createCaMetrics, type CaMetrics } from './metrics.ts';
+import { KeyedRateLimiter, peerAddress } from './ratelimit.ts';
 
 export const CA_SERVICE_NAME = 'istio.v1.auth.IstioCertificateService';
 /** Lifetime of the server's own TLS certificate; re-issued at half-life and on every rotation. */
@@ -146,6 +147,10 @@ export async function startCaServer(config: ServerConfig, deps: CaServerDeps = {
   setExpiries(first);
 
   const serviceDeps: CaServiceDeps = {
+    limits: {
+      peer: new KeyedRateLimiter({ ratePerSec: config.rateLimits.perPeer, clock }),
+      identity: new KeyedRateLimiter({ ratePerSec: config.rateLimits.perIdentity, clock }),
+    },
     trustDomain: config.trustDomain,
     defaultTtlMs: config.defaultTtlMs,
     maxTtlMs: config.maxTtlMs,
@@ -280,6 +285,11 @@ export async function startCaServer(config: ServerConfig, deps: CaServerDeps = {
       call.on('cancelled', stop);
       call.on('close', stop);
       call.on('error', stop);
+      if (!serviceDeps.limits!.peer.tryTake(peerAddress(call.getPeer()))) {
+        metrics.rateLimited.inc({ scope: 'peer' });
+        call.destroy(toGrpcError(new CastellanError('RESOURCE_EXHAUSTED', 'ratelimit.peer', 'too many requests from this address; retry with backoff')) as unknown as Error);
+        return;
+      }
       authenticate(serviceDeps, { csr: '', validityDurationSec: 0n, authorization, peerCertDer, requestId }).then(
         (caller) => {
           if (call.cancelled) return;

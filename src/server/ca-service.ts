@@ -15,6 +15,7 @@ import type { KeyringView } from '../ca/keyring.ts';
 import { authenticatePeerCertificate } from '../identity/mtls.ts';
 import type { Caller, TokenAuthenticator } from '../identity/types.ts';
 import type { CaMetrics } from './metrics.ts';
+import { peerAddress, type KeyedRateLimiter } from './ratelimit.ts';
 
 export interface CaServiceDeps {
   trustDomain: string;
@@ -27,6 +28,8 @@ export interface CaServiceDeps {
   /** Told of every certificate issued (leaf accounting per authority). */
   onIssued?(issuerId: string, notAfter: number): void;
   signer: { issue(req: Omit<IssueRequest, 'now'> & { now?: number }): Promise<IssueResult> };
+  /** per-peer (before authentication) and per-identity (after) issuance limits */
+  limits?: { peer: KeyedRateLimiter; identity: KeyedRateLimiter };
   tokenAuth?: TokenAuthenticator;
   clock: Clock;
   logger: Logger;
@@ -87,6 +90,11 @@ export function requestedTtlMs(deps: Pick<CaServiceDeps, 'defaultTtlMs' | 'maxTt
 export async function createCertificate(deps: CaServiceDeps, input: CertificateRequestInput): Promise<CertificateResponse> {
   const { metrics, logger } = deps;
   metrics.csrCount.inc();
+  // Cheapest refusal first: a peer over its rate costs no signature check at all.
+  if (deps.limits && !deps.limits.peer.tryTake(peerAddress(input.peer))) {
+    metrics.rateLimited.inc({ scope: 'peer' });
+    throw new CastellanError('RESOURCE_EXHAUSTED', 'ratelimit.peer', 'too many certificate requests from this address; retry with backoff');
+  }
   let caller: Caller;
   try {
     caller = await authenticate(deps, input);
@@ -94,6 +102,10 @@ export async function createCertificate(deps: CaServiceDeps, input: CertificateR
     const err = e instanceof CastellanError ? e : new CastellanError('UNAUTHENTICATED', 'auth.failed', 'authentication failed', { cause: e });
     metrics.authFailures.inc({ method: input.peerCertDer ? 'mtls' : 'token' });
     throw err;
+  }
+  if (deps.limits && !deps.limits.identity.tryTake(caller.spiffeId)) {
+    metrics.rateLimited.inc({ scope: 'identity' });
+    throw new CastellanError('RESOURCE_EXHAUSTED', 'ratelimit.identity', 'too many certificate requests for this identity; retry with backoff');
   }
   const impersonated = input.metadata?.ImpersonatedIdentity;
   if (impersonated !== undefined && impersonated !== caller.spiffeId) {

@@ -47,6 +47,8 @@ export interface ServerConfig {
   propagationMs: number;
   /** rotate self-signed roots automatically (on the leader) */
   autoRotate: boolean;
+  /** CreateCertificate calls per second (burst: one second's worth); 0 = unlimited */
+  rateLimits: { perPeer: number; perIdentity: number };
 }
 
 export const SERVER_FLAGS: FlagSpec[] = [
@@ -82,6 +84,8 @@ export const SERVER_FLAGS: FlagSpec[] = [
   { name: 'trust-bundle-namespaces', type: 'string', arg: 'SELECTOR', default: '', help: 'label selector of the namespaces that get the trust bundle ConfigMap (default: all)' },
   { name: 'admin-socket', type: 'string', arg: 'PATH', help: 'Unix socket (0600) of the admin API used by "castellan ca" (default: <data-dir>/admin.sock)' },
   { name: 'propagation-time', type: 'string', arg: 'DUR', default: '15m', help: 'how long a prepared authority must be in the trust bundle before it may be activated' },
+  { name: 'rate-limit-per-peer', type: 'string', arg: 'N', default: '500', help: 'CreateCertificate calls per second from one client address, before authentication (0 = unlimited; 0 behind an L7 proxy)' },
+  { name: 'rate-limit-per-identity', type: 'string', arg: 'N', default: '100', help: 'CreateCertificate calls per second for one SPIFFE ID (0 = unlimited)' },
   { name: 'manual-rotation', type: 'boolean', default: false, help: 'do not rotate self-signed roots automatically (prepare/activate/retire only by "castellan ca")' },
 ];
 
@@ -184,6 +188,7 @@ export function resolveServerConfig(v: FlagValues): ServerConfig {
     adminSocket: s('admin-socket') || undefined,
     propagationMs: dur(s('propagation-time')!, 'propagation-time'),
     autoRotate: v['manual-rotation'] !== true,
+    rateLimits: { perPeer: int(s('rate-limit-per-peer')!, 'rate-limit-per-peer', 0, 1_000_000), perIdentity: int(s('rate-limit-per-identity')!, 'rate-limit-per-identity', 0, 1_000_000) },
   };
   const ks = s('keystore')!;
   if (ks === 'kubernetes') {

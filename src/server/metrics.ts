@@ -21,6 +21,7 @@ export interface CaMetrics {
   readonly authorityLiveLeaves: Gauge<'id'>;
   readonly authorityExpiry: Gauge<'id' | 'state'>;
   readonly keyringRejected: Gauge;
+  readonly rateLimited: Counter<'scope'>;
   /** Records the expiry (ms since epoch) of the earliest-expiring root and of the signing certificate. */
   setExpiries(rootNotAfterMs: number, signerNotAfterMs: number): void;
 }
@@ -100,6 +101,7 @@ export function createCaMetrics(
         for (const a of opts.authorities?.() ?? []) if (a.state !== 'retired') this.set({ id: a.id, state: a.state }, Math.round((a.notAfterMs - Date.now()) / 1000));
       },
     }),
+    rateLimited: new Counter({ name: 'castellan_rate_limited', help: 'requests refused with RESOURCE_EXHAUSTED by a rate limit, by scope (peer or identity)', labelNames: ['scope'], registers: [registry] }),
     keyringRejected: new Gauge({
       name: 'castellan_keyring_rejected_updates',
       help: 'keyring changes in the keystore that could not be used (the last good keyring was kept): alert on any',

@@ -92,7 +92,8 @@ export class BatchSigner {
   }
 
   private spawn(): WorkerSlot {
-    const worker = new Worker(new URL('./worker.ts', import.meta.url));
+    // Run from source (type stripping) the worker is worker.ts; compiled to dist/, worker.js.
+    const worker = new Worker(new URL(import.meta.url.endsWith('.ts') ? './worker.ts' : './worker.js', import.meta.url));
     worker.unref();
     const slot: WorkerSlot = { worker, inFlight: new Map(), dead: false };
     worker.on('message', (reply: BatchReply) => {

@@ -69,6 +69,13 @@ export function issuerMaterial(a: SigningAuthority): IssuerMaterial {
   return { id: a.id, certDer: a.certDer, keyPkcs8Der: a.keyPkcs8Der, notBefore: a.notBefore, notAfter: a.notAfter };
 }
 
+/** Request ids: unique per process start (random prefix) and cheap (a counter), not secret. */
+const BOOT_ID = randomBytes(4).toString('hex');
+let requestCounter = 0;
+function nextRequestId(): string {
+  return `${BOOT_ID}-${(++requestCounter).toString(36)}`;
+}
+
 function bindAsync(server: grpc.Server, address: string, creds: grpc.ServerCredentials): Promise<number> {
   return new Promise((resolve, reject) => server.bindAsync(address, creds, (err, port) => (err ? reject(err) : resolve(port))));
 }
@@ -227,14 +234,17 @@ export async function startCaServer(config: ServerConfig, deps: CaServerDeps = {
   addService(server, IstioCertificateService, {
     createCertificate(call, callback) {
       const started = process.hrtime.bigint();
-      const requestId = randomBytes(8).toString('hex');
+      const requestId = nextRequestId();
       const finish = (code: grpc.status): void => {
         metrics.latency.observe({ code: grpc.status[code] ?? String(code) }, Number(process.hrtime.bigint() - started) / 1e9);
       };
-      try {
+      // Response headers go out with the answer (one write), not ahead of it.
+      const sendHeaders = (): void => {
         const md = new grpc.Metadata();
         md.set('x-request-id', requestId);
         call.sendMetadata(md);
+      };
+      try {
         const authorization = call.metadata.get('authorization').map((v) => (typeof v === 'string' ? v : v.toString('latin1')));
         const peerCertDer = call.getAuthContext()?.sslPeerCertificate?.raw;
         const req = call.request;
@@ -248,6 +258,7 @@ export async function startCaServer(config: ServerConfig, deps: CaServerDeps = {
           peer: call.getPeer(),
         }).then(
           (res) => {
+            sendHeaders();
             callback(null, create(IstioCertificateResponseSchema, { certChain: res.certChain }));
             finish(grpc.status.OK);
           },
@@ -258,12 +269,14 @@ export async function startCaServer(config: ServerConfig, deps: CaServerDeps = {
               { event: 'ca.request_failed', requestId, peer: call.getPeer(), code: grpc.status[g.code], reason: e instanceof CastellanError ? e.code : 'internal', err: level === 'error' ? e : undefined },
               g.details,
             );
+            sendHeaders();
             callback(g);
             finish(g.code);
           },
         );
       } catch (e) {
         logger.error({ event: 'ca.handler_crash', requestId, err: e }, 'unexpected error in CreateCertificate');
+        sendHeaders();
         callback(toGrpcError(e));
         finish(grpc.status.INTERNAL);
       }
@@ -273,7 +286,7 @@ export async function startCaServer(config: ServerConfig, deps: CaServerDeps = {
     watchBundle(call) {
       const authorization = call.metadata.get('authorization').map((v) => (typeof v === 'string' ? v : v.toString('latin1')));
       const peerCertDer = call.getAuthContext()?.sslPeerCertificate?.raw;
-      const requestId = randomBytes(8).toString('hex');
+      const requestId = nextRequestId();
       const send = (v: KeyringView): void => {
         call.write(create(BundleUpdateSchema, { trustBundlePem: v.trustBundlePem, taintedAuthorityIds: [...v.taintedIds], generation: BigInt(v.generation), activeAuthorityId: v.active.id }));
       };

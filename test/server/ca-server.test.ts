@@ -6,7 +6,7 @@
 import { Writable } from 'node:stream';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import { create } from '@bufbuild/protobuf';
+import { create, toBinary } from '@bufbuild/protobuf';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { IstioCertificateRequestSchema, IstioCertificateService } from '../../src/gen/istio/v1/auth/ca_pb.js';
 import { createClient } from '../../src/grpc/service.ts';
@@ -97,6 +97,32 @@ describe('CreateCertificate with service-account tokens', () => {
     const life = Date.parse(c.validTo) - Date.now();
     expect(life).toBeGreaterThan(23.9 * 3600_000);
     expect(life).toBeLessThanOrEqual(24 * 3600_000 + 1000);
+  });
+
+  it('ok/every response carries x-request-id, and errors the x-castellan-error trailer', async () => {
+    const token = await issuer.mint({ namespace: 'default', serviceAccount: 'frontend' });
+    const headersOf = (csr: string, auth: string) =>
+      new Promise<{ id?: string; trailer?: string; code: grpc.status }>((resolve) => {
+        const md = new grpc.Metadata();
+        md.set('authorization', auth);
+        let id: string | undefined;
+        const c = client.raw.makeUnaryRequest(
+          '/istio.v1.auth.IstioCertificateService/CreateCertificate',
+          (m: Uint8Array) => Buffer.from(m),
+          (b: Buffer) => b,
+          Buffer.from(toBinary(IstioCertificateRequestSchema, create(IstioCertificateRequestSchema, { csr }))) as unknown as Uint8Array,
+          md,
+          (err) => resolve({ id, code: err?.code ?? grpc.status.OK, trailer: err?.metadata?.get('x-castellan-error')[0] as string | undefined }),
+        );
+        c.on('metadata', (m: grpc.Metadata) => (id = m.get('x-request-id')[0] as string | undefined));
+      });
+    const ok = await headersOf((await peculiarCsr()).csrPem, `Bearer ${token}`);
+    const bad = await headersOf('not a csr', `Bearer ${token}`);
+    expect(ok).toMatchObject({ code: grpc.status.OK });
+    expect(ok.id).toMatch(/^[0-9a-f]{8}-[0-9a-z]+$/);
+    expect(bad).toMatchObject({ code: grpc.status.INVALID_ARGUMENT, trailer: 'csr.malformed' });
+    expect(bad.id).toMatch(/^[0-9a-f]{8}-[0-9a-z]+$/);
+    expect(bad.id).not.toBe(ok.id);
   });
 
   it('ok/requested TTL in seconds is honoured', async () => {

@@ -82,6 +82,9 @@ export async function startDemo(o: DemoOptions): Promise<Demo> {
         signer: { workers: 1, maxBatchSize: 16, maxBatchWaitMs: 1, maxQueue: 1000 },
         logLevel: 'warn',
         shutdownGraceMs: 1000,
+        // rotation by hand is part of the demo: a short propagation time, no automatic steps
+        propagationMs: 30_000,
+        autoRotate: false,
       }),
       { logger },
     );
@@ -142,7 +145,14 @@ export async function startDemo(o: DemoOptions): Promise<Demo> {
       const prev = secrets.get(sa);
       secrets.set(sa, s);
       const d = describe(s);
-      if (prev && describe(prev).serial === d.serial) return; // ROOTCA-only change
+      if (prev && describe(prev).serial === d.serial) {
+        // ROOTCA-only change (a root prepared or retired): the workloads trust the new bundle at once.
+        if (prev.bundlePem !== s.bundlePem) {
+          print(`bundle    ${sa} now trusts ${(s.bundlePem.match(/BEGIN CERTIFICATE/g) ?? []).length} root(s) (pushed over SDS)`);
+          if (sa === 'backend') backend?.update(s);
+        }
+        return;
+      }
       if (!renewed) {
         print(`${sa.padEnd(9)} ${d.id}  serial ${d.serial}  expires ${hhmmss(d.notAfter)}  (over SDS: ${shown(agents.get(sa)!.sdsSocket)})`);
       } else {
@@ -161,6 +171,7 @@ export async function startDemo(o: DemoOptions): Promise<Demo> {
         try {
           await call('mTLS');
           print(`running   certificates live ${Math.round(o.certTtlMs / 1000)}s and renew at half-life; each renewal is printed and re-tested. Ctrl-C to stop.`);
+          print(`rotate    in another terminal: npx castellan ca status --data-dir ${shown(join(o.dataDir, 'ca'))}  (then prepare, activate after 30 s, taint, retire)`);
           resolveFirst();
         } catch (e) {
           print(`mTLS      frontend → backend FAILED: ${(e as Error).message}`);

@@ -1,12 +1,14 @@
 /**
  * An HTTP double of the Kubernetes API server, limited to the endpoints
- * Castellan's Kubernetes keystore, Lease elector and trust-bundle publisher
- * use (no real API server can run here):
+ * Castellan's Kubernetes keystore, Lease elector, trust-bundle publisher and
+ * AuthorizationPolicy watcher use (no real API server can run here):
  *
  *   core/v1              namespaces       list, watch, get
- *   core/v1, namespaced  secrets          get, list, watch, create, update
- *                        configmaps       get, list, watch, create, update (also cluster-wide list/watch)
- *   coordination.k8s.io/v1, namespaced   leases   get, list, watch, create, update
+ *   core/v1, namespaced  secrets          get, list, watch, create, update, delete
+ *                        configmaps       get, list, watch, create, update, delete (also cluster-wide list/watch)
+ *   coordination.k8s.io/v1, namespaced   leases   get, list, watch, create, update, delete
+ *   security.istio.io/v1, namespaced     authorizationpolicies (a custom resource)
+ *                                        get, list, watch, create, update, delete (also cluster-wide list/watch)
  *
  * Behaviour modelled on kube-apiserver (facts, not code):
  * - one resourceVersion counter for the whole store (like etcd's revision),
@@ -30,6 +32,17 @@
  *   `timeoutSeconds` ends the stream;
  * - label selectors (=, ==, !=, in, notin, exists, !exists) and field
  *   selectors (metadata.name, metadata.namespace) on lists and watches;
+ * - DELETE of a missing object → 404; a DeleteOptions body whose
+ *   preconditions.resourceVersion (or uid) is stale → 409 Conflict; success
+ *   answers a Success Status naming the object; watchers get DELETED with
+ *   the deletion's resourceVersion;
+ * - custom resources (AuthorizationPolicy) as apiextensions serves them:
+ *   list items keep their apiVersion and kind (core lists drop them); the
+ *   body's apiVersion may be v1 or v1beta1 of the group (Istio serves both
+ *   versions of one CRD, converting with strategy None) and is stored and
+ *   served as v1; `spec` must be an object (the CRD's structural schema),
+ *   anything inside it is kept as given, as a newer CRD would accept fields
+ *   an older client does not know;
  * - bearer-token authentication (401 without an accepted token).
  *
  * Tests can drop or cleanly close watch connections, compact the history,
@@ -47,13 +60,15 @@ import type { AddressInfo, Socket } from 'node:net';
 import { join } from 'node:path';
 import { openssl } from '../support/openssl-pki.ts';
 
-export type Resource = 'namespaces' | 'secrets' | 'configmaps' | 'leases';
+export type Resource = 'namespaces' | 'secrets' | 'configmaps' | 'leases' | 'authorizationpolicies';
 
 interface ResourceDef {
   group: string;
   apiVersion: string;
   kind: string;
   namespaced: boolean;
+  /** a custom resource (served by apiextensions): other apiVersions of the group accepted, list items keep apiVersion/kind */
+  custom?: { versions: readonly string[] };
 }
 
 const RESOURCES: Record<Resource, ResourceDef> = {
@@ -61,6 +76,7 @@ const RESOURCES: Record<Resource, ResourceDef> = {
   secrets: { group: '', apiVersion: 'v1', kind: 'Secret', namespaced: true },
   configmaps: { group: '', apiVersion: 'v1', kind: 'ConfigMap', namespaced: true },
   leases: { group: 'coordination.k8s.io', apiVersion: 'coordination.k8s.io/v1', kind: 'Lease', namespaced: true },
+  authorizationpolicies: { group: 'security.istio.io', apiVersion: 'security.istio.io/v1', kind: 'AuthorizationPolicy', namespaced: true, custom: { versions: ['security.istio.io/v1', 'security.istio.io/v1beta1'] } },
 };
 
 export interface KubeObject {
@@ -119,7 +135,7 @@ export interface RequestRecord {
 }
 
 export interface WriteRecord {
-  verb: 'create' | 'update';
+  verb: 'create' | 'update' | 'delete';
   resource: Resource;
   namespace?: string;
   name: string;
@@ -413,13 +429,8 @@ export class KubeApiDouble {
 
   /** Deletes an object (watchers get DELETED carrying the deletion's resourceVersion). */
   delete(resource: Resource, namespace: string | undefined, name: string): void {
-    const k = this.key(resource, namespace, name);
-    const o = this.objects.get(k);
-    if (!o) throw new Error(`no ${resource} ${namespace ?? ''}/${name}`);
-    this.objects.delete(k);
-    const gone = clone(o);
-    gone.metadata.resourceVersion = String(++this.rv);
-    this.commit({ rv: this.rv, resource, type: 'DELETED', obj: gone });
+    if (!this.objects.has(this.key(resource, namespace, name))) throw new Error(`no ${resource} ${namespace ?? ''}/${name}`);
+    this.remove(resource, namespace, name, undefined);
   }
 
   /** Number of create/update requests received for a resource (including no-op updates and refused ones). */
@@ -447,6 +458,14 @@ export class KubeApiDouble {
     }
     if (d.namespaced && body.metadata.namespace !== undefined && body.metadata.namespace !== namespace) {
       throw new HttpError(400, 'the namespace of the provided object does not match the namespace sent on the request');
+    }
+    if (d.custom) {
+      if (body.apiVersion !== undefined && !d.custom.versions.includes(String(body.apiVersion))) {
+        throw new HttpError(400, `the API version in the data (${String(body.apiVersion)}) does not match the expected API version (${d.apiVersion})`);
+      }
+      if (body.spec !== undefined && (typeof body.spec !== 'object' || body.spec === null || Array.isArray(body.spec))) {
+        throw new HttpError(422, `${d.kind}.${d.group} "${name}" is invalid: spec: Invalid value: "${Array.isArray(body.spec) ? 'array' : typeof body.spec}": spec in body must be of type object`, 'Invalid', { name, group: d.group, kind: d.kind });
+      }
     }
     const o = clone(body);
     o.apiVersion = d.apiVersion;
@@ -504,6 +523,22 @@ export class KubeApiDouble {
       o.spec = spec;
     }
     return o;
+  }
+
+  /** DELETE: `preconditions` as in a DeleteOptions body. */
+  private remove(resource: Resource, namespace: string | undefined, name: string, preconditions: { resourceVersion?: unknown; uid?: unknown } | undefined): KubeObject {
+    const k = this.key(resource, namespace, name);
+    const o = this.objects.get(k);
+    if (!o) throw new HttpError(404, `${qualified(resource)} "${name}" not found`, 'NotFound', detailsOf(resource, name));
+    const stale = (want: unknown, have: unknown): boolean => typeof want === 'string' && want !== '' && want !== have;
+    if (stale(preconditions?.resourceVersion, o.metadata.resourceVersion) || stale(preconditions?.uid, o.metadata.uid)) {
+      throw new HttpError(409, `Operation cannot be fulfilled on ${qualified(resource)} "${name}": the precondition was not met`, 'Conflict', detailsOf(resource, name));
+    }
+    this.objects.delete(k);
+    const gone = clone(o);
+    gone.metadata.resourceVersion = String(++this.rv);
+    this.commit({ rv: this.rv, resource, type: 'DELETED', obj: gone });
+    return gone;
   }
 
   private create(resource: Resource, namespace: string | undefined, body: KubeObject): KubeObject {
@@ -588,6 +623,10 @@ export class KubeApiDouble {
     if (m) return { resource: 'leases', namespace: decodeURIComponent(m[1]!), name: m[2] && decodeURIComponent(m[2]) };
     m = path.match(/^\/apis\/coordination\.k8s\.io\/v1\/leases$/);
     if (m) return { resource: 'leases' };
+    m = path.match(/^\/apis\/security\.istio\.io\/v1\/namespaces\/([^/]+)\/authorizationpolicies(?:\/([^/]+))?$/);
+    if (m) return { resource: 'authorizationpolicies', namespace: decodeURIComponent(m[1]!), name: m[2] && decodeURIComponent(m[2]) };
+    m = path.match(/^\/apis\/security\.istio\.io\/v1\/authorizationpolicies$/);
+    if (m) return { resource: 'authorizationpolicies' };
     return undefined;
   }
 
@@ -636,6 +675,24 @@ export class KubeApiDouble {
           return;
         }
         json(200, this.listBody(resource, namespace, query));
+        return;
+      }
+      if (method === 'DELETE') {
+        if (name === undefined || namespace === undefined) throw new HttpError(405, 'the server does not allow this method on the requested resource');
+        verb = 'delete';
+        let opts: { preconditions?: { resourceVersion?: unknown; uid?: unknown } } = {};
+        const text = Buffer.concat(chunks).toString('utf8').trim();
+        if (text !== '') {
+          try {
+            opts = JSON.parse(text) as typeof opts;
+          } catch {
+            throw new HttpError(400, 'the body of the request was in an unknown format');
+          }
+        }
+        const gone = this.remove(resource, namespace, name, opts?.preconditions);
+        const g = RESOURCES[resource].group;
+        json(200, { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Success', details: { name, ...(g ? { group: g } : {}), kind: resource, uid: gone.metadata.uid } });
+        this.writes.push({ verb, resource, namespace, name, changed: true, status: 200 });
         return;
       }
       let body: KubeObject;
@@ -690,7 +747,8 @@ export class KubeApiDouble {
       meta.continue = Buffer.from(JSON.stringify({ after: `${last.metadata.namespace ?? ''}/${last.metadata.name}`, rv: this.rv })).toString('base64url');
     }
     const d = RESOURCES[resource];
-    return { kind: `${d.kind}List`, apiVersion: d.apiVersion, metadata: meta, items: items.map((o) => ({ ...clone(o), apiVersion: undefined, kind: undefined })) };
+    // core lists drop each item's apiVersion/kind; apiextensions keeps them on custom resources
+    return { kind: `${d.kind}List`, apiVersion: d.apiVersion, metadata: meta, items: items.map((o) => (d.custom ? clone(o) : { ...clone(o), apiVersion: undefined, kind: undefined })) };
   }
 
   private selectors(query: Record<string, string>): (o: KubeObject) => boolean {

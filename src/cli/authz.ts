@@ -6,6 +6,11 @@
  * mismatch or a failed case; 2 invalid input (flags, policies, request,
  * suite), with a message naming the file, document, field and reason.
  * `serve` exits 0 after SIGINT/SIGTERM, 1 if it fails at run time.
+ *
+ * `serve` reads policies from files (`--policies`, reloaded on change) or,
+ * with `--kubernetes`, from the API server (list + watch of
+ * security.istio.io AuthorizationPolicies; src/kube/policy-watch.ts): one
+ * source or the other, never both, so a policy has one place it comes from.
  */
 import { readFileSync } from 'node:fs';
 import { helpText, parseCommand, parseDuration, type FlagSpec, type FlagValues } from '../config/flags.ts';
@@ -17,9 +22,13 @@ import { PATH_NORMALIZATIONS, type PathNormalization } from '../authz/path.ts';
 import { parseRequestText } from '../authz/request.ts';
 import { runSuiteFile, type SuiteResult } from '../authz/suite.ts';
 import { PolicyWatcher } from '../authz/watch.ts';
+import type { InvalidPolicyMode } from '../kube/policy-watch.ts';
 import { CastellanError } from '../platform/errors.ts';
 import { createLogger } from '../platform/logger.ts';
 import type { OpsServer } from '../server/http.ts';
+
+/** src/kube/policy-watch.ts's modes, spelled out so that check/test/validate start without client-node. */
+const INVALID_POLICY_MODES: readonly InvalidPolicyMode[] = ['fail-closed', 'skip'];
 
 const COMMON: FlagSpec[] = [
   { name: 'root-namespace', type: 'string', arg: 'NS', default: 'istio-system', help: 'namespace whose policies apply to every workload of the mesh' },
@@ -49,6 +58,10 @@ export const SERVE_FLAGS: FlagSpec[] = [
   { name: 'workload-namespace', type: 'string', arg: 'NS', help: 'destination workload namespace when a check request does not name one' },
   { name: 'workload-label', type: 'string', multiple: true, arg: 'K=V', help: 'destination workload label added to every check request' },
   { name: 'poll-interval', type: 'string', arg: 'DUR', default: '2s', help: 'how often policy files are checked for changes (besides file events)' },
+  { name: 'kubernetes', type: 'boolean', help: 'read AuthorizationPolicies from the Kubernetes API (list + watch) instead of --policies' },
+  { name: 'kubeconfig', type: 'string', arg: 'PATH', help: 'kubeconfig for --kubernetes (default: $KUBECONFIG, then the in-cluster service account)' },
+  { name: 'kubernetes-namespace', type: 'string', multiple: true, arg: 'NS', help: 'with --kubernetes: watch only this namespace, and always the --root-namespace (default: all namespaces)' },
+  { name: 'kubernetes-invalid', type: 'string', arg: 'MODE', default: 'fail-closed', help: `with --kubernetes, an object that fails validation: ${INVALID_POLICY_MODES.join('|')} (fail-closed: a stand-in that can only deny)` },
   { name: 'log-level', type: 'string', arg: 'LEVEL', default: 'info', help: 'trace|debug|info|warn|error|fatal|silent' },
 ];
 
@@ -56,7 +69,7 @@ const SUBCOMMANDS: Record<string, { synopsis: string; summary: string; flags: Fl
   check: { synopsis: '--policies PATH... --request FILE|- [flags]', summary: 'decide one request and say why', flags: CHECK_FLAGS },
   test: { synopsis: 'SUITE... [flags]', summary: 'run policy test suites (a line per case, exit 1 on failure)', flags: TEST_FLAGS },
   validate: { synopsis: 'PATH... [flags]', summary: 'lint policies with Istio\'s validation rules and warnings', flags: VALIDATE_FLAGS },
-  serve: { synopsis: '--policies PATH... [--grpc-listen ADDR] [flags]', summary: 'serve Envoy ext_authz (envoy.service.auth.v3.Authorization/Check)', flags: SERVE_FLAGS },
+  serve: { synopsis: '--policies PATH... | --kubernetes [--grpc-listen ADDR] [flags]', summary: 'serve Envoy ext_authz (envoy.service.auth.v3.Authorization/Check)', flags: SERVE_FLAGS },
 };
 
 function usage(): string {
@@ -176,9 +189,48 @@ function runValidate(v: FlagValues, positionals: string[]): number {
   return errors > 0 ? 2 : 0;
 }
 
+/** The namespaces `--kubernetes-namespace` names (empty: all), plus the root namespace whose policies apply mesh-wide. */
+function kubeNamespaces(v: FlagValues, rootNamespace: string): string[] {
+  const given = (v['kubernetes-namespace'] as string[] | undefined) ?? [];
+  for (const ns of given) {
+    if (!/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(ns) || ns.length > 63) throw invalid(`castellan authz serve: --kubernetes-namespace must be a namespace name (DNS-1123 label), got "${ns}"`);
+  }
+  return given.length === 0 ? [] : [...new Set([...given, rootNamespace])];
+}
+
+/** Policies come from files or from the API server; the flags of the other source are errors. */
+function policySource(v: FlagValues, positionals: string[]): { kind: 'files'; paths: string[] } | { kind: 'kubernetes'; kubeconfig?: string; invalid: InvalidPolicyMode } {
+  if (v.kubernetes !== true) {
+    for (const f of ['kubeconfig', 'kubernetes-namespace'] as const) {
+      const x = v[f];
+      if (x !== undefined && !(Array.isArray(x) && x.length === 0)) throw invalid(`castellan authz serve: --${f} is only used with --kubernetes`);
+    }
+    return { kind: 'files', paths: policyPaths('serve', v, positionals) };
+  }
+  if ((v.policies as string[] | undefined)?.length || positionals.length > 0) {
+    throw invalid('castellan authz serve: --kubernetes reads the policies from the API server: drop --policies (one source or the other)');
+  }
+  const mode = String(v['kubernetes-invalid']);
+  if (!(INVALID_POLICY_MODES as readonly string[]).includes(mode)) throw invalid(`castellan authz serve: --kubernetes-invalid must be one of ${INVALID_POLICY_MODES.join(', ')}, got "${mode}"`);
+  const kubeconfig = v.kubeconfig === undefined ? undefined : String(v.kubeconfig);
+  if (kubeconfig === '') throw invalid('castellan authz serve: --kubeconfig must not be empty');
+  if (kubeconfig === undefined && !process.env.KUBECONFIG && !process.env.KUBERNETES_SERVICE_HOST) {
+    throw invalid('castellan authz serve: --kubernetes: not running in a cluster ($KUBERNETES_SERVICE_HOST is unset): give --kubeconfig PATH or set $KUBECONFIG');
+  }
+  return { kind: 'kubernetes', ...(kubeconfig !== undefined ? { kubeconfig } : {}), invalid: mode as InvalidPolicyMode };
+}
+
+/** What serve needs of a policy source: PolicyWatcher (files) or KubePolicySource. */
+interface ServedPolicies {
+  readonly engine: AuthzEngine;
+  reload(): boolean;
+  close(): void;
+}
+
 async function runServe(v: FlagValues, positionals: string[]): Promise<number> {
   const c = common('serve', v);
-  const paths = policyPaths('serve', v, positionals);
+  const src = policySource(v, positionals);
+  const namespaces = src.kind === 'kubernetes' ? kubeNamespaces(v, c.rootNamespace) : [];
   const labels: Record<string, string> = {};
   for (const l of (v['workload-label'] as string[] | undefined) ?? []) {
     const i = l.indexOf('=');
@@ -190,27 +242,73 @@ async function runServe(v: FlagValues, positionals: string[]): Promise<number> {
   const httpListen = String(v['http-listen']);
   if (!/^(unix:.+|(\[[0-9a-fA-F:]+\]|[^:\s/]+):\d{1,5})$/.test(grpcListen)) throw invalid(`castellan authz serve: --grpc-listen must be HOST:PORT or unix:/path, got "${grpcListen}"`);
   if (httpListen !== 'off' && !/^(\[[0-9a-fA-F:]+\]|[^:\s/]+):\d{1,5}$/.test(httpListen)) throw invalid(`castellan authz serve: --http-listen must be HOST:PORT or "off", got "${httpListen}"`);
-  // Loaded here so that check/test/validate start without grpc-js.
+  // Loaded here so that check/test/validate start without grpc-js (and client-node).
   const { startExtAuthzServer } = await import('../grpc/ext-authz.ts');
   const { startOpsServer } = await import('../server/http.ts');
   const logger = createLogger({ level: String(v['log-level']), name: 'authz' });
   const metrics = createAuthzMetrics();
-  const watcher = new PolicyWatcher({ paths, engine: { rootNamespace: c.rootNamespace, pathNormalization: c.pathNormalization }, logger, metrics, pollMs });
+  const engineOptions = { rootNamespace: c.rootNamespace, pathNormalization: c.pathNormalization };
+  let policies: ServedPolicies;
+  let ready: () => boolean = () => true;
+  let synced: Promise<void> = Promise.resolve();
+  if (src.kind === 'kubernetes') {
+    const { KubePolicySource } = await import('../kube/policy-watch.ts');
+    const { loadKubeConfig } = await import('../kube/tokenreview.ts');
+    let kubeConfig;
+    try {
+      kubeConfig = loadKubeConfig(src.kubeconfig);
+    } catch (e) {
+      throw invalid(`castellan authz serve: cannot load the kubeconfig${src.kubeconfig ? ` ${src.kubeconfig}` : ''}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    }
+    const k = new KubePolicySource({ kubeConfig, namespaces, invalid: src.invalid, engine: engineOptions, logger, metrics });
+    policies = k;
+    ready = () => k.ready;
+    synced = k.synced;
+  } else {
+    policies = new PolicyWatcher({ paths: src.paths, engine: engineOptions, logger, metrics, pollMs });
+  }
+
+  // Signals from here on: a stop while waiting for the first list of policies is a clean exit.
+  let signalled: string | undefined;
+  let onSignal: ((signal: string) => void) | undefined;
+  const signal = (s: string): void => {
+    if (signalled) return;
+    signalled = s;
+    onSignal?.(s);
+  };
+  const onTerm = (): void => signal('SIGTERM');
+  const onInt = (): void => signal('SIGINT');
+  const hup = (): void => void policies.reload();
+  process.on('SIGHUP', hup);
+  process.once('SIGTERM', onTerm);
+  process.once('SIGINT', onInt);
+
   let ops: OpsServer | undefined;
   let grpcServer;
   try {
-    grpcServer = await startExtAuthzServer({
-      listen: grpcListen,
-      engine: () => watcher.engine,
-      defaults: { ...(v['workload-namespace'] ? { namespace: String(v['workload-namespace']) } : {}), labels },
-      customDecision: c.customDecision,
-      metrics,
-      logger,
-    });
-    if (httpListen !== 'off') ops = await startOpsServer(httpListen, { registry: metrics.registry, ready: () => true, logger });
+    // /healthz answers while the first list is awaited; /readyz says 503 until policies are in force
+    if (httpListen !== 'off') ops = await startOpsServer(httpListen, { registry: metrics.registry, ready, logger });
+    if (src.kind === 'kubernetes') {
+      logger.info({ event: 'authz.kubernetes_waiting', namespaces: namespaces.length > 0 ? namespaces : 'all' }, 'waiting for the first list of AuthorizationPolicies before serving');
+      // No Check is answered before the cluster's policies are in force: Envoy's ext_authz fails closed meanwhile.
+      await Promise.race([synced, new Promise<void>((r) => (onSignal = () => r()))]);
+    }
+    if (!signalled) {
+      grpcServer = await startExtAuthzServer({
+        listen: grpcListen,
+        engine: () => policies.engine,
+        defaults: { ...(v['workload-namespace'] ? { namespace: String(v['workload-namespace']) } : {}), labels },
+        customDecision: c.customDecision,
+        metrics,
+        logger,
+      });
+    }
   } catch (e) {
-    watcher.close();
-    await grpcServer?.close();
+    policies.close();
+    process.off('SIGHUP', hup);
+    process.off('SIGTERM', onTerm);
+    process.off('SIGINT', onInt);
+    await Promise.all([grpcServer?.close(), ops?.close()]);
     const msg = `failed to start: ${(e as Error).message}`;
     logger.fatal({ event: 'authz.start_failed' }, msg);
     logger.flush();
@@ -218,17 +316,15 @@ async function runServe(v: FlagValues, positionals: string[]): Promise<number> {
     return 1;
   }
   const g = grpcServer;
-  logger.info({ event: 'authz.listening', grpc: g.address, http: ops?.address ?? 'off', policies: watcher.engine.size }, 'ext_authz serving');
+  if (g) logger.info({ event: 'authz.listening', grpc: g.address, http: ops?.address ?? 'off', policies: policies.engine.size, source: src.kind }, 'ext_authz serving');
   return new Promise<number>((resolve) => {
-    let stopping = false;
-    const hup = (): void => void watcher.reload();
-    const stop = (signal: string): void => {
-      if (stopping) return;
-      stopping = true;
-      logger.info({ event: 'authz.signal', signal }, 'shutting down');
-      watcher.close();
+    const stop = (s: string): void => {
+      logger.info({ event: 'authz.signal', signal: s }, 'shutting down');
+      policies.close();
       process.off('SIGHUP', hup);
-      Promise.all([g.close(), ops?.close()]).then(
+      process.off('SIGTERM', onTerm);
+      process.off('SIGINT', onInt);
+      Promise.all([g?.close(), ops?.close()]).then(
         () => {
           logger.flush();
           resolve(0);
@@ -239,9 +335,8 @@ async function runServe(v: FlagValues, positionals: string[]): Promise<number> {
         },
       );
     };
-    process.on('SIGHUP', hup);
-    process.once('SIGTERM', () => stop('SIGTERM'));
-    process.once('SIGINT', () => stop('SIGINT'));
+    if (signalled) stop(signalled);
+    else onSignal = stop;
   });
 }
 

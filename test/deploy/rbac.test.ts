@@ -32,7 +32,7 @@ const ALLOWED: Allowed[] = [
   { kind: 'Role', apiGroup: 'coordination.k8s.io', resource: 'leases', verbs: ['get', 'update'], resourceNames: ['castellan-leader'], why: 'leader election (--leader-lease)' },
   { kind: 'Role', apiGroup: 'coordination.k8s.io', resource: 'leases', verbs: ['create'], why: 'first election creates the Lease' },
   { kind: 'ClusterRole', apiGroup: 'authentication.k8s.io', resource: 'tokenreviews', verbs: ['create'], why: '--token-review' },
-  { kind: 'ClusterRole', apiGroup: '', resource: 'configmaps', verbs: ['get', 'list', 'watch', 'create'], why: 'trust bundle in every namespace (--publish-trust-bundle)' },
+  { kind: 'ClusterRole', apiGroup: '', resource: 'configmaps', verbs: ['get', 'create'], why: 'trust bundle in every namespace (--publish-trust-bundle)' },
   { kind: 'ClusterRole', apiGroup: '', resource: 'configmaps', verbs: ['update'], resourceNames: ['istio-ca-root-cert'], why: 'refresh the trust bundle only' },
   { kind: 'ClusterRole', apiGroup: '', resource: 'namespaces', verbs: ['list', 'watch'], why: 'publish into new namespaces (--trust-bundle-namespaces)' },
   { kind: 'ClusterRole', apiGroup: 'security.istio.io', resource: 'authorizationpolicies', verbs: ['get', 'list', 'watch'], policyWatch: true, why: 'policy watch (optional)' },

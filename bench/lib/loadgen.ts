@@ -6,7 +6,14 @@
  * closed: `concurrency` calls in flight for durationMs; open: ratePerSec
  * arrivals for durationMs; burst: `total` calls started at once.
  * and prints one JSON line: { done, errors, codes, latenciesMs (sorted sample), elapsedMs }.
+ *
+ * Optional (test/load uses them; benchmarks leave them out and nothing changes):
+ * each request may carry `kind` (a label) and `validitySec` (default 3600);
+ * `detail: true` adds to the result `byKind` ({kind: {code: count}}, OK
+ * included), `serials` (hex serial of every issued leaf) and `samples` (the
+ * first few status details per kind and code).
  */
+import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
 import { create } from '@bufbuild/protobuf';
@@ -16,7 +23,9 @@ import { createClient } from '../../src/grpc/service.ts';
 interface Job {
   target: string;
   rootPem: string;
-  requests: { csr: string; token: string }[];
+  requests: { csr: string; token: string; kind?: string; validitySec?: number }[];
+  /** per-kind outcome counts, issued serials and sample details in the result */
+  detail?: boolean;
   mode: 'closed' | 'open' | 'burst';
   /** burst: calls started at once */
   total?: number;
@@ -36,13 +45,30 @@ const clients = Array.from({ length: job.channels }, (_, i) =>
     'grpc.channel_id': i, // distinct channels, not one shared subchannel
   } as grpc.ClientOptions),
 );
-const reqs = job.requests.map((r) => ({ msg: create(IstioCertificateRequestSchema, { csr: r.csr, validityDuration: 3600n }), token: r.token }));
+const reqs = job.requests.map((r) => ({ msg: create(IstioCertificateRequestSchema, { csr: r.csr, validityDuration: BigInt(r.validitySec ?? 3600) }), token: r.token, kind: r.kind ?? '' }));
 
 let next = 0;
 let done = 0;
 let errors = 0;
 const codes: Record<string, number> = {};
 const lat: number[] = [];
+let byKind: Record<string, Record<string, number>> = {};
+let serials: string[] = [];
+let samples: { kind: string; code: string; details: string }[] = [];
+const sampled = new Map<string, number>();
+function record(kind: string, code: string, details?: string): void {
+  if (!job.detail) return;
+  const k = (byKind[kind] ??= {});
+  k[code] = (k[code] ?? 0) + 1;
+  if (details !== undefined) {
+    const key = `${kind}/${code}`;
+    const n = sampled.get(key) ?? 0;
+    if (n < 3) {
+      sampled.set(key, n + 1);
+      samples.push({ kind, code, details: details.slice(0, 300) });
+    }
+  }
+}
 
 async function one(): Promise<void> {
   const i = next++;
@@ -51,12 +77,17 @@ async function one(): Promise<void> {
   md.set('authorization', `Bearer ${r.token}`);
   const t0 = performance.now();
   try {
-    await clients[i % clients.length]!.createCertificate(r.msg, { metadata: md, deadline: Date.now() + (job.deadlineMs ?? 30_000) });
+    const res = await clients[i % clients.length]!.createCertificate(r.msg, { metadata: md, deadline: Date.now() + (job.deadlineMs ?? 30_000) });
     done++;
+    if (job.detail) {
+      record(r.kind, 'OK');
+      serials.push(new X509Certificate(res.certChain[0]!).serialNumber);
+    }
   } catch (e) {
     errors++;
     const c = grpc.status[(e as grpc.ServiceError).code] ?? 'UNKNOWN';
     codes[c] = (codes[c] ?? 0) + 1;
+    record(r.kind, c, (e as grpc.ServiceError).details ?? String(e));
   }
   lat.push(performance.now() - t0);
 }
@@ -64,6 +95,11 @@ async function one(): Promise<void> {
 // Warm up connections (TLS handshakes) before the clock starts.
 await Promise.all(clients.map((_, i) => { next = i; return one(); }));
 done = 0; errors = 0; lat.length = 0; next = 0;
+if (job.detail) {
+  // only the measured calls in the detailed result (the warm-up's codes stay in `codes` otherwise, as before)
+  for (const k of Object.keys(codes)) delete codes[k];
+  byKind = {}; serials = []; samples = []; sampled.clear();
+}
 process.stdout.write('READY\n');
 await new Promise<void>((resolve) => process.stdin.once('data', () => resolve()));
 
@@ -99,4 +135,5 @@ const step = Math.max(1, Math.ceil(lat.length / 20_000));
 const sample = lat.filter((_, i) => i % step === 0);
 for (const c of clients) c.close();
 // stdout is a pipe (asynchronous): exit only once the line is flushed.
-process.stdout.write(JSON.stringify({ done, errors, codes, latenciesMs: sample, elapsedMs }) + '\n', () => process.exit(0));
+const detail = job.detail ? { byKind, serials, samples } : {};
+process.stdout.write(JSON.stringify({ done, errors, codes, latenciesMs: sample, elapsedMs, ...detail }) + '\n', () => process.exit(0));

@@ -11,6 +11,7 @@
  *   structurally: SAN text that merely looks like a URI, a SPIFFE ID in the
  *   subject, or two URIs never name a caller.
  */
+import { webcrypto } from 'node:crypto';
 import { statSync } from 'node:fs';
 import { connect as tlsConnect } from 'node:tls';
 import { dirname, join } from 'node:path';
@@ -75,7 +76,7 @@ const PORT_SERVICES: { service: AnyService; request: (m: { input: DescMessage })
 /** A client certificate from a CA this server does not know, naming a workload of its trust domain. */
 async function foreignClientCert(): Promise<{ key: string; cert: string }> {
   const alg = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' };
-  const keys = (await crypto.subtle.generateKey(alg, true, ['sign', 'verify'])) as CryptoKeyPair;
+  const keys = (await webcrypto.subtle.generateKey(alg, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair;
   const cert = await x509.X509CertificateGenerator.create({
     serialNumber: '01',
     subject: '',
@@ -87,7 +88,7 @@ async function foreignClientCert(): Promise<{ key: string; cert: string }> {
     signingAlgorithm: alg,
     extensions: [new x509.SubjectAlternativeNameExtension([{ type: 'url', value: 'spiffe://cluster.local/ns/default/sa/web' }], true), new x509.BasicConstraintsExtension(false, undefined, true)],
   });
-  const pkcs8 = Buffer.from(await crypto.subtle.exportKey('pkcs8', keys.privateKey)).toString('base64');
+  const pkcs8 = Buffer.from(await webcrypto.subtle.exportKey('pkcs8', keys.privateKey)).toString('base64');
   return { key: `-----BEGIN PRIVATE KEY-----\n${pkcs8}\n-----END PRIVATE KEY-----\n`, cert: cert.toString('pem') + '\n' };
 }
 
@@ -251,7 +252,7 @@ describe('C7: a client certificate names a caller only through exactly one struc
   });
   const leaf = async (subject: string, names: { type: 'url' | 'dns' | 'email'; value: string }[]): Promise<Uint8Array> => {
     const alg = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' };
-    const keys = (await crypto.subtle.generateKey(alg, true, ['sign', 'verify'])) as CryptoKeyPair;
+    const keys = (await webcrypto.subtle.generateKey(alg, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair;
     const caCert = new x509.X509Certificate(ca.certDer);
     const cert = await x509.X509CertificateGenerator.create({
       serialNumber: '0a',

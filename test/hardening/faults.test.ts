@@ -57,11 +57,11 @@ interface Ca {
 }
 
 /** Processes of the current test (killed after each test); suites with a beforeAll keep their own. */
-async function startCa(name: string, dataDir: string, issuer: DevTokenIssuer, o: { port?: number; args?: string[]; logLevel?: string; all?: Proc[] } = {}): Promise<Ca> {
+async function startCa(name: string, dataDir: string, issuer: DevTokenIssuer, o: { port?: number; args?: string[]; logLevel?: string; all?: Proc[]; nodeArgs?: string[] } = {}): Promise<Ca> {
   const proc = startCastellan(name, [
     'server', '--data-dir', dataDir, '--grpc-listen', `127.0.0.1:${o.port ?? 0}`, '--http-listen', '127.0.0.1:0',
     '--jwks-file', issuer.jwksPath, '--jwt-issuer', issuer.issuer, '--log-level', o.logLevel ?? 'info', '--shutdown-grace', '1s', ...(o.args ?? []),
-  ], o.all ?? procs);
+  ], o.all ?? procs, { nodeArgs: o.nodeArgs });
   const l = await proc.waitFor((e) => e.event === 'server.listening', 60_000, 'server.listening');
   return { proc, grpc: l.grpc as string, http: l.http as string | undefined, dataDir, rootPem: readFileSync(join(dataDir, 'root-cert.pem'), 'utf8') };
 }
@@ -131,6 +131,28 @@ describe('T7 at the server level: JWKS unavailable fails closed, and recovers', 
     writeFileSync(issuer.jwksPath, good);
     await settlesOn('OK', 'JWKS file back');
     expect(ca.proc.exited).toBeUndefined();
+  }, 60_000);
+});
+
+// ---------------------------------------------------------------------------
+
+describe('D4: an error that escapes a handler does not kill the process', () => {
+  it('D4/an unhandled rejection and an uncaught exception injected into a running server are logged as bugs; the server keeps issuing', async () => {
+    const d = freshDir('d4');
+    const issuer = await DevTokenIssuer.create({ dir: join(d, 'issuer') });
+    const ca = await startCa('server d4', join(d, 'ca'), issuer, { nodeArgs: ['--import', join(import.meta.dirname, 'inject-escape.ts')] });
+    const client = caClient(ca.grpc, ca.rootPem);
+    cleanups.push(() => client.close());
+    await ca.proc.waitFor((e) => e.event === 'process.uncaught_exception', 15_000, 'the injected exception to be logged');
+    const events = ca.proc.events.map((e) => e.event);
+    expect(events).toContain('process.unhandled_rejection');
+    expect(ca.proc.events.find((e) => e.event === 'process.uncaught_exception')!.level).toBe('error');
+    await sleep(200);
+    expect(ca.proc.exited).toBeUndefined();
+    const token = await issuer.mint({ namespace: 'default', serviceAccount: 'web' });
+    const o = await createCertificate(client, { csr: (await peculiarCsr()).csrPem, authorization: [`Bearer ${token}`] });
+    expect(o.status, o.details).toBe('OK');
+    expect((await fetch(`http://${ca.http}/healthz`)).status).toBe(200);
   }, 60_000);
 });
 

@@ -57,8 +57,8 @@ export interface Proc {
 }
 
 /** Starts `castellan <args…>`; tracked in `all` so a test's afterAll can kill leftovers. */
-export function startCastellan(name: string, args: string[], all: Proc[], o: { env?: NodeJS.ProcessEnv } = {}): Proc {
-  const child = spawn(NODE, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...o.env } });
+export function startCastellan(name: string, args: string[], all: Proc[], o: { env?: NodeJS.ProcessEnv; nodeArgs?: string[] } = {}): Proc {
+  const child = spawn(NODE, [...(o.nodeArgs ?? []), BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...o.env } });
   const p: Proc = {
     name,
     child,

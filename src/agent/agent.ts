@@ -177,10 +177,14 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     if (!deps.source && bundlePem !== trustPem) {
       trustPem = bundlePem;
       const old = client;
+      // Cancel the old stream first: closing a grpc-js client leaves its open calls (and
+      // their connection) running.
+      const stopOld = stopWatch;
       stopWatch = undefined;
       watchTimer?.cancel();
       client = makeClient();
       void openWatch();
+      stopOld?.();
       old?.close();
     }
     await cache.applyBundleUpdate({ bundlePem, taintedIds: tainted });

@@ -25,6 +25,14 @@ const LOCK_STALE_MS = 10_000;
 
 const hash = (text: string): string => createHash('sha256').update(text).digest('hex').slice(0, 32);
 
+/** A write that failed for a reason of the machine (disk full, read-only, quota): say which. */
+function storageError(e: unknown): CastellanError {
+  if (e instanceof CastellanError) return e;
+  const code = (e as NodeJS.ErrnoException).code ?? 'error';
+  const why: Record<string, string> = { ENOSPC: 'the disk is full (ENOSPC)', EDQUOT: 'the disk quota is exhausted (EDQUOT)', EROFS: 'the file system is read-only (EROFS)', EACCES: 'permission denied (EACCES)' };
+  return new CastellanError('UNAVAILABLE', 'keystore.write_failed', `cannot write the keyring: ${why[code] ?? code}; the previous keyring is still in force`, { cause: e });
+}
+
 export interface FileKeystoreOptions {
   dataDir: string;
   /** ms between checks for changes made by another process; default 2000 */
@@ -54,17 +62,26 @@ export async function fileKeystore(o: FileKeystoreOptions): Promise<Keystore> {
 
   async function withLock<T>(fn: () => Promise<T>): Promise<T> {
     for (let attempt = 0; ; attempt++) {
+      let fh: Awaited<ReturnType<typeof fs.open>> | undefined;
       try {
-        const fh = await fs.open(lockPath, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
-        await fh.writeFile(String(process.pid));
-        await fh.close();
-        break;
+        fh = await fs.open(lockPath, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
       } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw storageError(e);
         const st = await fs.stat(lockPath).catch(() => undefined);
         if (st && Date.now() - st.mtimeMs > LOCK_STALE_MS) await fs.rm(lockPath, { force: true });
         else if (attempt > 200) throw new CastellanError('UNAVAILABLE', 'keystore.locked', `keyring ${where} is locked by another process (${lockPath})`);
         else await new Promise((r) => setTimeout(r, 25));
+        continue;
+      }
+      // The lock is ours from here: whatever fails, it is removed.
+      try {
+        await fh.writeFile(String(process.pid));
+        await fh.close();
+        break;
+      } catch (e) {
+        await fh.close().catch(() => undefined);
+        await fs.rm(lockPath, { force: true });
+        throw storageError(e);
       }
     }
     try {
@@ -93,7 +110,11 @@ export async function fileKeystore(o: FileKeystoreOptions): Promise<Keystore> {
           throw new CastellanError('ABORTED', 'keystore.conflict', `keyring ${where} was changed by another process; re-read and retry`);
         }
         const text = serializeKeyringDoc(doc);
-        await writeFileAtomic(path, text, 0o600);
+        try {
+          await writeFileAtomic(path, text, 0o600);
+        } catch (e) {
+          throw storageError(e);
+        }
         return { doc, version: hash(text) };
       });
     },

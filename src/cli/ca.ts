@@ -159,7 +159,9 @@ export async function run(argv: string[]): Promise<number> {
     return 0;
   } catch (e) {
     const err = e as grpc.ServiceError;
-    if (err.code === grpc.status.UNAVAILABLE || err.code === grpc.status.DEADLINE_EXCEEDED) {
+    // The server's own refusals carry its x-castellan-error trailer; a missing connection does not.
+    const answered = (err.metadata?.get('x-castellan-error').length ?? 0) > 0;
+    if (!answered && (err.code === grpc.status.UNAVAILABLE || err.code === grpc.status.DEADLINE_EXCEEDED)) {
       process.stderr.write(`castellan ca ${sub}: cannot reach the CA server's admin API at ${socket} (${err.details || err.message}); is "castellan server" running with this --data-dir or --admin-socket?\n`);
       return 3;
     }

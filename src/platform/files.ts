@@ -43,9 +43,13 @@ async function writeTemp(path: string, data: string | Uint8Array, mode: number):
     await fh.writeFile(data);
     await fh.chmod(mode); // umask may have cleared bits we want (e.g. 0644)
     await fh.sync();
-  } finally {
-    await fh.close();
+  } catch (e) {
+    // e.g. ENOSPC half-way: leave nothing behind
+    await fh.close().catch(() => undefined);
+    await fs.rm(tmp, { force: true });
+    throw e;
   }
+  await fh.close();
   return tmp;
 }
 

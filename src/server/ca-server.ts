@@ -298,9 +298,15 @@ export async function startCaServer(config: ServerConfig, deps: CaServerDeps = {
       call.on('cancelled', stop);
       call.on('close', stop);
       call.on('error', stop);
+      // A server-streaming call ends with a status by emitting it as an error (destroy() would
+      // leave the stream open without one).
+      const refuse = (e: unknown): void => {
+        stop();
+        call.emit('error', toGrpcError(e));
+      };
       if (!serviceDeps.limits!.peer.tryTake(peerAddress(call.getPeer()))) {
         metrics.rateLimited.inc({ scope: 'peer' });
-        call.destroy(toGrpcError(new CastellanError('RESOURCE_EXHAUSTED', 'ratelimit.peer', 'too many requests from this address; retry with backoff')) as unknown as Error);
+        refuse(new CastellanError('RESOURCE_EXHAUSTED', 'ratelimit.peer', 'too many requests from this address; retry with backoff'));
         return;
       }
       authenticate(serviceDeps, { csr: '', validityDurationSec: 0n, authorization, peerCertDer, requestId }).then(
@@ -313,7 +319,7 @@ export async function startCaServer(config: ServerConfig, deps: CaServerDeps = {
         },
         (e: unknown) => {
           metrics.authFailures.inc({ method: peerCertDer ? 'mtls' : 'token' });
-          call.destroy(toGrpcError(e) as unknown as Error);
+          refuse(e);
         },
       );
     },

@@ -367,14 +367,10 @@ describe('the agent\'s CA connection cut mid-stream (CA SIGKILLed, then back on 
 });
 
 describe('the agent after a trust-bundle change (castellan ca prepare)', () => {
-  // KNOWN FAILURES (src/agent/agent.ts, reported): on a new bundle, onBundle() replaces the CA
-  // client but drops the open TrustService.WatchBundle stream without cancelling it
-  // (`stopWatch = undefined`), and grpc-js' Client.close() does not end calls in flight. The old
-  // stream and its TCP connection stay open for the life of the process: one more connection to
-  // the CA per bundle change and per agent, and, since the process only exits once its event loop
-  // is empty, the agent no longer exits on SIGTERM (found by secrecy.test.ts; in Kubernetes the pod
-  // then waits out terminationGracePeriodSeconds and is SIGKILLed). Once fixed these turn red:
-  // make them `it`.
+  // Found by this suite (and secrecy.test.ts), fixed in src/agent/agent.ts: on a new bundle the
+  // agent replaced its CA client but dropped the open TrustService.WatchBundle stream without
+  // cancelling it, and grpc-js' Client.close() does not end calls in flight: one more connection
+  // per bundle change, and the process no longer exited on SIGTERM.
   // one scenario for both tests (the processes are this describe's own, killed at its end)
   let agent: { proc: Proc } | undefined;
   let caPort = 0;
@@ -397,16 +393,16 @@ describe('the agent after a trust-bundle change (castellan ca prepare)', () => {
   };
 
   it('ok/the scenario itself runs: the agent connects once, castellan ca prepare succeeds, the agent gets the new bundle pushed', async () => {
-    await setup(); // (so that the known failures below fail for their own reason, not the scenario's)
+    await setup(); // (so that the tests below fail for their own reason, not the scenario's)
     expect(agent!.proc.exited).toBeUndefined();
   }, 60_000);
 
-  it.fails('KNOWN FAILURE: after a bundle change the agent holds one connection to the CA, not two', async () => {
+  it('ok/after a bundle change the agent holds one connection to the CA, not two', async () => {
     await setup();
     expect(connectionsTo(agent!.proc.child.pid!, caPort)).toBe(1);
   }, 60_000);
 
-  it.fails('KNOWN FAILURE: after a bundle change the agent still exits 0 within 4 s of SIGTERM', async () => {
+  it('ok/after a bundle change the agent still exits 0 within 4 s of SIGTERM', async () => {
     await setup();
     const r = await agent!.proc.stopOrKill(4000);
     expect(r.graceful).toBe(true);
@@ -507,21 +503,17 @@ describe('disk full while writing the keyring (a 200 KiB tmpfs)', () => {
     expect(st.ca!.proc.events.filter((e) => e.level === 'fatal' || /uncaught|unhandled|crash/.test(String(e.event)))).toEqual([]);
   });
 
-  // KNOWN FAILURES (src/ca/keystore-file.ts + src/cli/ca.ts, reported): the flush that precedes the
-  // step creates keyring.json.lock (O_EXCL), then writing the pid into it fails with ENOSPC; the
-  // error leaves withLock() without removing the lock file (nor closing its handle). The step's own
-  // write then waits ~5 s on that lock and fails with UNAVAILABLE "keyring … is locked by another
-  // process" (there is no other process), which `castellan ca` reports as exit 3 "cannot reach the
-  // CA server's admin API" (the server was reached and answered). A precise refusal would be
-  // exit 1 naming the full disk. Every keyring write (rotation steps, leaf accounting, another
-  // replica on the same directory) is then blocked until the stale lock is 10 s old.
-  it.fails('ENOSPC/KNOWN FAILURE: castellan ca exits 1 with a message naming the full disk (not 3, "cannot reach the server", "locked by another process")', (ctx) => {
+  // Found by this suite, fixed in src/ca/keystore-file.ts, src/platform/files.ts and src/cli/ca.ts:
+  // writing the pid into keyring.json.lock failed with ENOSPC and left the lock behind; the step
+  // then waited on it and failed UNAVAILABLE "locked by another process", which castellan ca
+  // reported as exit 3 "cannot reach" although the server had answered.
+  it('ENOSPC/castellan ca exits 1 with a message naming the full disk (not 3, "cannot reach the server", "locked by another process")', (ctx) => {
     need(ctx);
     expect(st.refused!.code).toBe(1);
     expect(st.refused!.stderr).toMatch(/ENOSPC|no space|disk (is )?full/i);
   });
 
-  it.fails('ENOSPC/KNOWN FAILURE: the failed write leaves nothing behind in the data directory (no lock file, no temp file)', (ctx) => {
+  it('ENOSPC/the failed write leaves nothing behind in the data directory (no lock file, no temp file)', (ctx) => {
     need(ctx);
     expect(st.leftovers).toEqual([]);
   });

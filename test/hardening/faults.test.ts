@@ -17,6 +17,8 @@
 import { spawnSync } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { chmodSync, closeSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { createServer as createHttpServer } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { create } from '@bufbuild/protobuf';
@@ -131,6 +133,39 @@ describe('T7 at the server level: JWKS unavailable fails closed, and recovers', 
     writeFileSync(issuer.jwksPath, good);
     await settlesOn('OK', 'JWKS file back');
     expect(ca.proc.exited).toBeUndefined();
+  }, 60_000);
+});
+
+describe('T7/T4 for a JWKS URL: bounded time, no pile-up', () => {
+  it('T7/a JWKS URL that accepts connections and never answers: calls fail UNAVAILABLE within the fetch timeout, and a burst of 40 calls makes at most 2 requests to it', async () => {
+    const d = freshDir('jwks-slow');
+    const issuer = await DevTokenIssuer.create({ dir: join(d, 'issuer') });
+    let requests = 0;
+    const sockets = new Set<Socket>();
+    const slow = createHttpServer(() => {
+      requests++; // ...and never answer
+    });
+    slow.on('connection', (c) => sockets.add(c));
+    await new Promise<void>((r) => slow.listen(0, '127.0.0.1', r));
+    cleanups.push(() => {
+      for (const c of sockets) c.destroy();
+      slow.close();
+    });
+    const url = `http://127.0.0.1:${(slow.address() as AddressInfo).port}/jwks.json`;
+    const proc = startCastellan('server jwks-slow', ['server', '--data-dir', join(d, 'ca'), '--grpc-listen', '127.0.0.1:0', '--http-listen', 'off', '--jwks-uri', url, '--jwt-issuer', issuer.issuer, '--rate-limit-per-peer', '0'], procs);
+    const l = await proc.waitFor((e) => e.event === 'server.listening', 60_000, 'server.listening');
+    const client = caClient(l.grpc as string, readFileSync(join(d, 'ca', 'root-cert.pem')));
+    cleanups.push(() => client.close());
+    const csr = (await peculiarCsr()).csrPem;
+    const tokens = await Promise.all(Array.from({ length: 40 }, (_, i) => issuer.mint({ namespace: 'default', serviceAccount: `w${i}` })));
+    const t0 = performance.now();
+    const outcomes = await Promise.all(tokens.map((t) => createCertificate(client, { csr, authorization: [`Bearer ${t}`], deadlineMs: 30_000 })));
+    const ms = performance.now() - t0;
+    console.log(`JWKS URL that never answers: 40 calls → ${[...new Set(outcomes.map((o) => o.status))].join(',')} in ${ms.toFixed(0)} ms, ${requests} request(s) to the JWKS URL`);
+    expect(new Set(outcomes.map((o) => o.status))).toEqual(new Set(['UNAVAILABLE']));
+    expect(ms, 'bounded by the fetch timeout (5 s), not the callers\' deadline').toBeLessThan(12_000);
+    expect(requests, 'concurrent verifications share one fetch').toBeLessThanOrEqual(2);
+    expect(proc.exited).toBeUndefined();
   }, 60_000);
 });
 

@@ -90,7 +90,9 @@ describe('castellan authz serve --kubernetes (HTTP double of the Kubernetes API)
     const listening = serve.logs.find((l) => l.event === 'authz.listening')!;
     expect(listening).toMatchObject({ policies: 1, source: 'kubernetes' });
     const at = (event: string): number => serve!.logs.findIndex((l) => l.event === event);
-    expect(at('kube.list_failed')).toBeGreaterThan(at('authz.kubernetes_waiting'));
+    // (the waiting notice and the first failed list race each other: only their presence counts)
+    expect(at('authz.kubernetes_waiting')).toBeGreaterThanOrEqual(0);
+    expect(at('kube.list_failed')).toBeGreaterThanOrEqual(0);
     expect(at('authz.kubernetes_synced')).toBeGreaterThan(at('kube.list_failed'));
     expect(at('authz.kubernetes_synced')).toBeLessThan(serve.logs.indexOf(listening));
     const c = createClient(Authorization, serve.grpc, grpc.credentials.createInsecure());

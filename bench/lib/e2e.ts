@@ -81,7 +81,9 @@ export async function startBenchServer(o: { identities: number; extraArgs?: stri
     [...nodeArgs, join(root, 'bin/castellan.js'), 'server', '--data-dir', join(tmp.path, 'data'), '--grpc-listen', `127.0.0.1:${port}`, '--http-listen', 'off',
       '--jwks-file', issuer.jwksPath, '--jwt-issuer', issuer.issuer, '--log-level', 'warn',
       // one load generator on one address plays thousands of workloads: no per-peer limit
-      '--rate-limit-per-peer', '0', '--rate-limit-per-identity', '0', ...(o.extraArgs ?? [])],
+      '--rate-limit-per-peer', '0', '--rate-limit-per-identity', '0', ...(o.extraArgs ?? []),
+      // BENCH_SERVER_ARGS="--signer-nice 0" tries other server settings in any benchmark
+      ...(process.env.BENCH_SERVER_ARGS ?? '').split(' ').filter(Boolean)],
     { stdio: ['ignore', 'ignore', 'inherit'] },
   );
   await waitForPort(port, 30_000);

@@ -29,6 +29,12 @@ export interface BatchSignerOptions {
   maxBatchWaitMs: number;
   /** queued + in-flight requests beyond which new ones are refused */
   maxQueue: number;
+  /**
+   * Nice value of the worker threads (Linux: per thread, raising it needs no
+   * privilege): > 0 lets the main thread (accepting calls, authenticating)
+   * and the probes' thread go first when the cores are saturated. Default 0.
+   */
+  nice?: number;
   /** Observer called once per settled batch (metrics, tests). Must not throw. */
   onBatch?: (b: BatchReport) => void;
 }
@@ -93,7 +99,7 @@ export class BatchSigner {
 
   private spawn(): WorkerSlot {
     // Run from source (type stripping) the worker is worker.ts; compiled to dist/, worker.js.
-    const worker = new Worker(new URL(import.meta.url.endsWith('.ts') ? './worker.ts' : './worker.js', import.meta.url));
+    const worker = new Worker(new URL(import.meta.url.endsWith('.ts') ? './worker.ts' : './worker.js', import.meta.url), { workerData: { nice: this.opts.nice ?? 0 } });
     worker.unref();
     const slot: WorkerSlot = { worker, inFlight: new Map(), dead: false };
     worker.on('message', (reply: BatchReply) => {

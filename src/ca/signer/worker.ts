@@ -3,9 +3,21 @@
  * Stateless apart from the per-issuer template cache of src/ca/issue.ts
  * (which re-checks the issuer bytes on every use).
  */
-import { parentPort } from 'node:worker_threads';
+import { setPriority } from 'node:os';
+import { parentPort, workerData } from 'node:worker_threads';
 import type { BatchMessage, BatchReply, ItemOutcome } from './protocol.ts';
 import { runBatch } from './run-batch.ts';
+
+// Signing yields to the main thread (accepting calls, authentication) and to the probes'
+// thread when the cores are saturated: on Linux a thread's nice value is its own, and
+// lowering it needs no privilege. A full queue then sheds load at the front door
+// (RESOURCE_EXHAUSTED) instead of starving it.
+const nice = Number((workerData as { nice?: number } | undefined)?.nice ?? 0);
+try {
+  if (nice > 0) setPriority(0, Math.min(19, nice));
+} catch {
+  // not permitted or not supported: run at the normal priority
+}
 
 parentPort!.on('message', (msg: BatchMessage) => {
   let outcomes: ItemOutcome[];

@@ -6,16 +6,17 @@
  *
  * Bounds (measured at 1 500: peak RSS ~310 MiB from ~250 MiB idle, heap used
  * ~85 MiB, p99 ~1.5 s): peak RSS < 640 MiB, heap used < 256 MiB, p99 < 15 s.
- * /healthz within 250 ms here, not 100: inside `npm test` another test file
- * runs beside this one on the 2 cores, and the OS schedules the probe thread
- * late (124 ms seen once); the full test (`npm run test:load`, run alone)
- * holds the 100 ms of issue 8.
+ * /healthz within 100 ms, as in issue 8: the prober runs in its own process
+ * (test/load/health-poller.ts) and every poll is paired with one of an idle
+ * control process, so the OS scheduling a probe late on the 2 shared cores
+ * (another test file runs beside this one in `npm test`) is told apart from
+ * the server answering late.
  */
 import { loadSuite } from '../load/harness.ts';
 
 const N = Number(process.env.LOAD_N_SMALL ?? 1500);
 
-loadSuite({ n: N, identities: 500, bounds: { maxRssBytes: 640 * 2 ** 20, maxHeapBytes: 256 * 2 ** 20, healthMs: 250, p99Ms: 15_000 } });
+loadSuite({ n: N, identities: 500, bounds: { maxRssBytes: 640 * 2 ** 20, maxHeapBytes: 256 * 2 ** 20, healthMs: 100, p99Ms: 15_000 } });
 
 // The same burst against a signer queue bounded at 100: admission control sheds with RESOURCE_EXHAUSTED.
-loadSuite({ n: N, identities: 500, serverArgs: ['--queue-max', '100'], overload: true, bounds: { maxRssBytes: 640 * 2 ** 20, maxHeapBytes: 256 * 2 ** 20, healthMs: 250, p99Ms: 15_000 } });
+loadSuite({ n: N, identities: 500, serverArgs: ['--queue-max', '100'], overload: true, bounds: { maxRssBytes: 640 * 2 ** 20, maxHeapBytes: 256 * 2 ** 20, healthMs: 100, p99Ms: 15_000 } });

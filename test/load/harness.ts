@@ -70,7 +70,9 @@ export interface LoadReport {
   latencyMs: { p50: number; p99: number; max: number };
   rss: { beforeBytes: number; peakBytes: number; afterBytes: number; hwmBytes: number };
   heapUsed: { beforeBytes: number; peakBytes: number };
-  health: { polls: number; failures: number; maxMs: number; p99Ms: number; slowOver100ms: number };
+  health: { polls: number; failures: number; maxMs: number; p99Ms: number; slowOver100ms: number; controlMaxMs: number; ownLagMaxMs: number };
+  /** every /healthz poll with the idle control probe sent at the same instant */
+  healthPairs: { healthMs: number; controlMs: number }[];
   /** the server's own event-loop delay (nodejs_eventloop_lag_max_seconds, max over the samples), ms */
   eventLoopLagMaxMs: number;
   serverAlive: boolean;
@@ -130,6 +132,8 @@ export async function runLoad(o: LoadOptions): Promise<LoadReport> {
   const tmp = tempDir('castellan-load-');
   let server: ChildProcess | undefined;
   let lg: ChildProcess | undefined;
+  let controlProc: ChildProcess | undefined;
+  let poller: ChildProcess | undefined;
   try {
     // ---- material: one CSR and one token per identity, and the invalid variants ----
     const t0 = performance.now();
@@ -233,6 +237,13 @@ export async function runLoad(o: LoadOptions): Promise<LoadReport> {
       await new Promise((r) => setTimeout(r, 50));
     }
     const health = `http://${listening.http}/healthz`;
+    // the control probe: a trivial HTTP server in its own, otherwise idle process
+    controlProc = spawn(NODE, ['-e', "const s=require('node:http').createServer((q,r)=>r.end('ok')).listen(0,'127.0.0.1',()=>console.log(s.address().port))"], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const controlPort = await new Promise<number>((resolve, reject) => {
+      controlProc!.stdout!.once('data', (d: Buffer) => resolve(Number(d.toString().trim())));
+      controlProc!.once('exit', (c) => reject(new Error(`control probe exited (${c})`)));
+    });
+    const control = `http://127.0.0.1:${controlPort}/`;
     const metricsUrl = `http://${listening.http}/metrics`;
     const rootPem = readFileSync(join(tmp.path, 'ca', 'root-cert.pem'), 'utf8');
 
@@ -257,21 +268,10 @@ export async function runLoad(o: LoadOptions): Promise<LoadReport> {
     const rssBefore = processRssBytes(srv.pid!);
     const heapBefore = metricValue(m0, 'nodejs_heap_size_used_bytes');
     let monitoring = true;
-    const healthMs: number[] = [];
-    let healthFailures = 0;
-    const healthLoop = (async () => {
-      while (monitoring) {
-        const h0 = performance.now();
-        try {
-          const r = await httpGet(health, 2000);
-          if (r.status !== 200) healthFailures++;
-        } catch {
-          healthFailures++;
-        }
-        healthMs.push(performance.now() - h0);
-        await new Promise((r) => setTimeout(r, 20));
-      }
-    })();
+    // the /healthz prober runs in its own process (health-poller.ts), next to an idle control endpoint
+    poller = spawn(NODE, [join(ROOT, 'test/load/health-poller.ts'), health, control], { stdio: ['pipe', 'pipe', 'inherit'] });
+    const pollerOut = createInterface({ input: poller.stdout! })[Symbol.asyncIterator]();
+    if ((await pollerOut.next()).value !== 'READY') throw new Error('health poller did not start');
     let rssPeak = rssBefore;
     const rssTimer = setInterval(() => {
       try {
@@ -304,7 +304,11 @@ export async function runLoad(o: LoadOptions): Promise<LoadReport> {
     await new Promise((r) => setTimeout(r, 300));
     monitoring = false;
     clearInterval(rssTimer);
-    await healthLoop;
+    poller.stdin!.write('stop\n');
+    const polled = JSON.parse((await pollerOut.next()).value as string) as { pairs: { healthMs: number; controlMs: number; ok: boolean }[]; ownLagMaxMs: number };
+    const pairs = polled.pairs;
+    const healthMs = pairs.map((p) => p.healthMs);
+    const healthFailures = pairs.filter((p) => !p.ok).length;
     await heapLoop;
     const mEnd = (await httpGet(metricsUrl, 5000)).body;
     const alive = exit === undefined && (await httpGet(health, 2000).then((r) => r.status === 200, () => false));
@@ -327,7 +331,11 @@ export async function runLoad(o: LoadOptions): Promise<LoadReport> {
       latencyMs: { p50: percentile(res.latenciesMs, 50), p99: percentile(res.latenciesMs, 99), max: res.latenciesMs.at(-1) ?? NaN },
       rss: { beforeBytes: rssBefore, peakBytes: Math.max(rssPeak, rssAfter), afterBytes: rssAfter, hwmBytes: hwm },
       heapUsed: { beforeBytes: heapBefore, peakBytes: Math.max(heapPeak, metricValue(mEnd, 'nodejs_heap_size_used_bytes') || 0) },
-      health: { polls: hs.length, failures: healthFailures, maxMs: hs.at(-1) ?? NaN, p99Ms: percentile(hs, 99), slowOver100ms: hs.filter((x) => x > 100).length },
+      health: {
+        polls: hs.length, failures: healthFailures, maxMs: hs.at(-1) ?? NaN, p99Ms: percentile(hs, 99), slowOver100ms: hs.filter((x) => x > 100).length,
+        controlMaxMs: Math.max(...pairs.map((p) => p.controlMs)), ownLagMaxMs: polled.ownLagMaxMs,
+      },
+      healthPairs: pairs.map(({ healthMs, controlMs }) => ({ healthMs, controlMs })),
       eventLoopLagMaxMs: Math.max(loopLagMax, metricValue(mEnd, 'nodejs_eventloop_lag_max_seconds') || 0) * 1000,
       serverAlive: alive,
       serverExit: exit,
@@ -346,12 +354,14 @@ export async function runLoad(o: LoadOptions): Promise<LoadReport> {
         `load: outcomes ${JSON.stringify(res.byKind)}`,
         `load: serials ${report.serials.unique} unique of ${report.serials.issued} issued`,
         `load: server RSS ${mb(rssBefore)} before, peak ${mb(report.rss.peakBytes)} (VmHWM ${mb(hwm)}), ${mb(rssAfter)} after; heap used ${mb(heapBefore)} before, peak ${mb(report.heapUsed.peakBytes)}`,
-        `load: /healthz ${hs.length} polls, max ${report.health.maxMs.toFixed(1)} ms, p99 ${report.health.p99Ms.toFixed(1)} ms, ${report.health.slowOver100ms} over 100 ms, ${healthFailures} failed; server event-loop lag max ${report.eventLoopLagMaxMs.toFixed(0)} ms; server alive ${alive}, exit ${JSON.stringify(exit)}`,
+        `load: /healthz ${hs.length} polls, max ${report.health.maxMs.toFixed(1)} ms, p99 ${report.health.p99Ms.toFixed(1)} ms, ${report.health.slowOver100ms} over 100 ms, ${healthFailures} failed; idle control probe max ${report.health.controlMaxMs.toFixed(1)} ms, prober's own loop lag max ${report.health.ownLagMaxMs.toFixed(0)} ms; slow polls (healthz/control ms) ${JSON.stringify(pairs.filter((p) => p.healthMs > 100).map((p) => `${p.healthMs.toFixed(0)}/${p.controlMs.toFixed(0)}`))}; server event-loop lag max ${report.eventLoopLagMaxMs.toFixed(0)} ms; server alive ${alive}, exit ${JSON.stringify(exit)}`,
       ].join('\n'),
     );
     return report;
   } finally {
     if (lg && lg.exitCode === null) lg.kill('SIGKILL');
+    if (controlProc && controlProc.exitCode === null) controlProc.kill('SIGKILL');
+    if (poller && poller.exitCode === null) poller.kill('SIGKILL');
     if (server && server.exitCode === null && server.signalCode === null) server.kill('SIGKILL');
     tmp.cleanup();
   }
@@ -439,8 +449,17 @@ export function loadSuite(o: LoadOptions & { bounds: LoadBounds; overload?: bool
     // Found by this test: during the burst the main event loop stalls for hundreds of milliseconds
     // (every JWT is verified on it), and /healthz stalled with it. Fixed in src/server/http.ts: the
     // ops endpoints are served from their own thread, reading a heartbeat the main thread writes.
-    it(`D2/healthz answers within ${o.bounds.healthMs} ms throughout the burst`, () => {
-      expect(r.health.maxMs).toBeLessThan(o.bounds.healthMs);
+    // On 2 saturated cores the OS itself sometimes answers late: an idle process probed at the same
+    // instant (the control) has taken up to ~400 ms here. A slow /healthz poll is the server's fault
+    // unless the control was slow too in the same instant; those must stay rare (< 2 % of polls).
+    it(`D2/healthz answers within ${o.bounds.healthMs} ms throughout the burst (a poll is excused only if an idle process on the same machine was slow at the same instant)`, () => {
+      const bound = o.bounds.healthMs;
+      const slow = r.healthPairs.filter((p) => p.healthMs >= bound);
+      const servers = slow.filter((p) => p.controlMs < bound / 2);
+      const machines = slow.filter((p) => p.controlMs >= bound / 2);
+      const show = (ps: typeof slow) => JSON.stringify(ps.map((p) => `${p.healthMs.toFixed(0)}/${p.controlMs.toFixed(0)} ms`));
+      expect(servers, `/healthz slow while the machine was not (healthz/control): ${show(servers)}`).toEqual([]);
+      expect(machines.length, `polls slow on the whole machine: ${show(machines)}`).toBeLessThanOrEqual(Math.ceil(r.healthPairs.length * 0.02));
     });
   });
 }

@@ -6,7 +6,8 @@
  *
  * Bounds (2-core machine; measured at 10 000: peak RSS ~500 MiB from ~250
  * MiB idle, heap used ~180 MiB, p99 ~7 s for the whole burst to drain):
- * peak RSS < 1 GiB, heap used < 512 MiB, p99 < 30 s, /healthz < 100 ms.
+ * peak RSS < 1 GiB, heap used < 512 MiB, p99 < 30 s, /healthz < 100 ms
+ * (each poll paired with an idle control process: see harness.ts).
  */
 import { loadSuite } from './harness.ts';
 

@@ -34,7 +34,11 @@ import { makeCa, type TestCa } from '../pki/helpers.ts';
 import { peculiarCsr } from '../support/csr.ts';
 import { tempDir } from '../support/tmp.ts';
 
-const tmp = tempDir('castellan-c8-');
+// created when the tests run, not when the file is collected (vitest list leaves no directory behind)
+let tmp: ReturnType<typeof tempDir>;
+beforeAll(() => {
+  tmp = tempDir('castellan-c8-');
+});
 let server: CaServerHandle;
 let issuer: DevTokenIssuer;
 let stranger: DevTokenIssuer;
@@ -61,7 +65,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await server?.close();
-  tmp.cleanup();
+  tmp?.cleanup();
 });
 
 // ---- C8: every method, every bad credential ----

@@ -34,14 +34,18 @@ import { peculiarCsr } from '../support/csr.ts';
 import { tempDir } from '../support/tmp.ts';
 import { caClient, castellanOnce, createCertificate, freePort, killAll, sleep, startCastellan, until, type CaClient, type Proc } from './procs.ts';
 
-const tmp = tempDir('castellan-faults-');
+// created when the tests run, not when the file is collected (vitest list leaves no directory behind)
+let tmp: ReturnType<typeof tempDir>;
+beforeAll(() => {
+  tmp = tempDir('castellan-faults-');
+});
 const procs: Proc[] = [];
 const cleanups: (() => void | Promise<void>)[] = [];
 afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
   killAll(procs);
 });
-afterAll(() => tmp.cleanup());
+afterAll(() => tmp?.cleanup());
 
 let dirs = 0;
 const freshDir = (name: string): string => {

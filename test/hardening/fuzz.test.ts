@@ -41,8 +41,12 @@ import { FakeStore } from '../sds/fake-store.ts';
 import { tempDir } from '../support/tmp.ts';
 import { assertCastellan, check, checkAsync, FC_RUNS, FC_SEED, refusalOf, refusalOfAsync } from './fc-seed.ts';
 
-const tmp = tempDir('castellan-fuzz-');
-afterAll(() => tmp.cleanup());
+// created when the tests run, not when the file is collected (vitest list leaves no directory behind)
+let tmp: ReturnType<typeof tempDir>;
+beforeAll(() => {
+  tmp = tempDir('castellan-fuzz-');
+});
+afterAll(() => tmp?.cleanup());
 
 const pemOf = (der: Uint8Array, label = 'CERTIFICATE REQUEST'): string =>
   `-----BEGIN ${label}-----\n${(Buffer.from(der).toString('base64').match(/.{1,64}/g) ?? []).join('\n')}\n-----END ${label}-----\n`;
@@ -527,7 +531,7 @@ describe('policy loader from text, then compile: CastellanError only', () => {
 });
 
 describe('config loader: --config YAML of arbitrary content, CastellanError only', () => {
-  const file = join(tmp.path, 'config.yaml');
+  const file = (): string => join(tmp.path, 'config.yaml');
   // the yaml library reports odd tags and directives through process.emitWarning: keep the output readable
   const emitWarning = process.emitWarning;
   beforeAll(() => {
@@ -548,15 +552,15 @@ describe('config loader: --config YAML of arbitrary content, CastellanError only
 
   it('castellan server: parseCommand + resolveServerConfig', () => {
     check(fc.property(yamlText(keysOf(SERVER_FLAGS)), (t) => {
-      writeFileSync(file, t);
-      void refusalOf(() => resolveServerConfig(parseCommand('server', ['--config', file], SERVER_FLAGS, { env: {} }).values), 'server config');
+      writeFileSync(file(), t);
+      void refusalOf(() => resolveServerConfig(parseCommand('server', ['--config', file()], SERVER_FLAGS, { env: {} }).values), 'server config');
     }), 800);
   });
 
   it('castellan agent: parseCommand + resolveAgentConfig', () => {
     check(fc.property(yamlText(keysOf(AGENT_FLAGS)), (t) => {
-      writeFileSync(file, t);
-      void refusalOf(() => resolveAgentConfig(parseCommand('agent', ['--config', file], AGENT_FLAGS, { env: {} }).values), 'agent config');
+      writeFileSync(file(), t);
+      void refusalOf(() => resolveAgentConfig(parseCommand('agent', ['--config', file()], AGENT_FLAGS, { env: {} }).values), 'agent config');
     }), 500);
   });
 

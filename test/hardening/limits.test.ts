@@ -12,7 +12,11 @@ import { peculiarCsr } from '../support/csr.ts';
 import { tempDir } from '../support/tmp.ts';
 import { caClient, createCertificate, killAll, startCastellan, type CaClient, type Proc } from './procs.ts';
 
-const tmp = tempDir('castellan-limits-');
+// created when the tests run, not when the file is collected (vitest list leaves no directory behind)
+let tmp: ReturnType<typeof tempDir>;
+beforeAll(() => {
+  tmp = tempDir('castellan-limits-');
+});
 const procs: Proc[] = [];
 let server: Proc;
 let client: CaClient;
@@ -37,7 +41,7 @@ beforeAll(async () => {
 afterAll(() => {
   client?.close();
   killAll(procs);
-  tmp.cleanup();
+  tmp?.cleanup();
 });
 
 describe('D1: message limits on the CA API, with bounded memory', () => {

@@ -16,7 +16,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { create } from '@bufbuild/protobuf';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { secretsOf } from '../../src/dev/sds-client.ts';
 import { TrustService, WatchBundleRequestSchema } from '../../src/gen/castellan/v1/trust_pb.js';
 import { DiscoveryRequestSchema } from '../../src/gen/envoy/service/discovery/v3/discovery_pb.js';
@@ -28,11 +28,15 @@ import { opensslCsr, peculiarCsr, type TestCsr } from '../support/csr.ts';
 import { tempDir } from '../support/tmp.ts';
 import { caClient, castellanOnce, createCertificate, freePort, killAll, sleep, startCastellan, until, type CallOutcome, type Proc } from './procs.ts';
 
-const tmp = tempDir('castellan-secrecy-');
+// created when the tests run, not when the file is collected (vitest list leaves no directory behind)
+let tmp: ReturnType<typeof tempDir>;
+beforeAll(() => {
+  tmp = tempDir('castellan-secrecy-');
+});
 const procs: Proc[] = [];
 afterAll(() => {
   killAll(procs);
-  tmp.cleanup();
+  tmp?.cleanup();
 });
 
 // ---- what must never appear, in every form a leak could take ----

@@ -8,7 +8,7 @@
  * workerData: { listen: 'host:port', shared: SharedArrayBuffer, stallMs }
  * shared (Float64Array): [0] last heartbeat (ms since epoch), [1] ready (1/0)
  * messages in:  { kind: 'metrics-reply', id, status, contentType, body }
- * messages out: { kind: 'listening', address } | { kind: 'listen-error', message } | { kind: 'metrics', id }
+ * messages out: { kind: 'listening', address } | { kind: 'listen-error', message } | { kind: 'metrics' | 'ready', id }
  */
 import { createServer, type ServerResponse } from 'node:http';
 import { parentPort, workerData } from 'node:worker_threads';
@@ -31,6 +31,14 @@ parentPort!.on('message', (m: { kind: string; id: number; status: number; conten
   res?.writeHead(m.status, { 'content-type': m.contentType }).end(m.body);
 });
 
+/** Forwards a request to the main thread; its reply completes `res`. */
+function ask(kind: 'metrics' | 'ready', res: ServerResponse): void {
+  const id = ++nextId;
+  pending.set(id, res);
+  res.on('close', () => pending.delete(id));
+  parentPort!.postMessage({ kind, id });
+}
+
 const server = createServer((req, res) => {
   const path = (req.url ?? '/').split('?')[0];
   if (req.method !== 'GET' && req.method !== 'HEAD') {
@@ -43,13 +51,12 @@ const server = createServer((req, res) => {
     if (stalled <= stallMs) res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
     else res.writeHead(503, { 'content-type': 'text/plain' }).end(`event loop stalled for ${Math.round(stalled / 1000)}s\n`);
   } else if (path === '/readyz') {
-    const ok = state[1] === 1;
-    res.writeHead(ok ? 200 : 503, { 'content-type': 'text/plain' }).end(ok ? 'ready\n' : 'not ready\n');
+    // Ready as of the last heartbeat: answered here. Not ready (yet): ask the main thread,
+    // which knows now (a component may have become ready since the last beat).
+    if (state[1] === 1) res.writeHead(200, { 'content-type': 'text/plain' }).end('ready\n');
+    else ask('ready', res);
   } else if (path === '/metrics') {
-    const id = ++nextId;
-    pending.set(id, res);
-    res.on('close', () => pending.delete(id));
-    parentPort!.postMessage({ kind: 'metrics', id });
+    ask('metrics', res);
   } else {
     res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
   }

@@ -45,6 +45,12 @@ export async function startOpsServer(
   const timer = setInterval(beat, BEAT_MS);
   timer.unref();
   worker.on('message', (m: { kind: string; id?: number }) => {
+    if (m.kind === 'ready') {
+      beat();
+      const ok = state[1] === 1;
+      worker.postMessage({ kind: 'metrics-reply', id: m.id, status: ok ? 200 : 503, contentType: 'text/plain', body: ok ? 'ready\n' : 'not ready\n' });
+      return;
+    }
     if (m.kind !== 'metrics') return;
     o.registry.metrics().then(
       (body) => worker.postMessage({ kind: 'metrics-reply', id: m.id, status: 200, contentType: o.registry.contentType, body }),

@@ -71,7 +71,7 @@ export const SERVER_FLAGS: FlagSpec[] = [
   { name: 'token-review', type: 'boolean', default: false, help: 'authenticate tokens with the Kubernetes TokenReview API (cached)' },
   { name: 'kubeconfig', type: 'string', arg: 'PATH', help: 'kubeconfig for TokenReview (default: $KUBECONFIG, then in-cluster)' },
   { name: 'signer-workers', type: 'string', arg: 'N', default: 'auto', help: 'signing worker threads ("auto" = one per core, 0 = sign on the main thread)' },
-  { name: 'signer-nice', type: 'string', arg: 'N', default: '5', help: 'nice value of the signing threads (0-19): above 0, accepting and authenticating calls and the probes go first when the cores are saturated' },
+  { name: 'signer-nice', type: 'string', arg: 'N', default: '0', help: 'nice value of the signing threads (0-19): above 0, accepting and authenticating calls go first when the cores are shared and saturated' },
   { name: 'batch-max-size', type: 'string', arg: 'N', default: '64', help: 'most CSRs signed in one batch' },
   { name: 'batch-max-wait', type: 'string', arg: 'DUR', default: '0ms', help: 'longest a CSR waits for company before its batch is cut (0 = the end of the event-loop turn); while every worker is busy, batches grow by themselves' },
   { name: 'queue-max', type: 'string', arg: 'N', default: '10000', help: 'queued CSRs beyond which requests get RESOURCE_EXHAUSTED' },

@@ -24,7 +24,10 @@ export interface KeyringView {
   /** every authority with a usable key that is not retired, by id */
   readonly authorities: ReadonlyMap<string, SigningAuthority>;
   readonly records: readonly AuthorityRecord[];
-  /** every root of every authority that is not retired, active's first, no duplicates */
+  /**
+   * every root of every authority that is not retired, oldest authority first, no
+   * duplicates: the order does not change on activation, so neither does the bundle
+   */
   readonly trustBundlePem: string;
   readonly rootsDer: readonly Buffer[];
   /** signing certificates whose leaves may renew over mTLS (active, old, tainted) */
@@ -45,7 +48,7 @@ export function buildView(doc: KeyringDoc, now: number, where: string): KeyringV
   const live = doc.authorities.filter((a) => a.state !== 'retired');
   const active = live.find((a) => a.state === 'active');
   if (!active) throw new CastellanError('FAILED_PRECONDITION', 'keystore.corrupt', `keyring ${where} has no active authority`);
-  const ordered = [active, ...live.filter((a) => a !== active)];
+  const ordered = [...live].sort((x, y) => x.createdAt.localeCompare(y.createdAt) || x.id.localeCompare(y.id));
   const seen = new Set<string>();
   const rootsDer: Buffer[] = [];
   for (const a of ordered) {

@@ -54,8 +54,10 @@ describe('keyring transitions', () => {
     expect(v.rootsDer).toHaveLength(2); // B is trusted before it signs
     expect(v.signerCertsDer).toHaveLength(1); // ...and accepted for nothing yet
     const a = activate(p.doc, undefined, opts(now + DAY));
+    const bundleBefore = v.trustBundlePem;
     v = buildView(a.doc, now + DAY, 't');
     expect(v.active.id).toBe(B.id);
+    expect(v.trustBundlePem).toBe(bundleBefore); // activation changes who signs, not what is trusted
     expect(v.records.find((r) => r.id === A.id)!.state).toBe('old');
     expect(v.signerCertsDer).toHaveLength(2); // A's leaves still renew over mTLS
     const t = taint(a.doc, undefined, opts(now + DAY));

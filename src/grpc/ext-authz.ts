@@ -14,7 +14,7 @@ import { checkRequestToAuthz, decisionToCheckResponse, deniedResponse, Unmappabl
 import type { AuthzMetrics } from '../authz/metrics.ts';
 import { uriSans } from '../identity/mtls.ts';
 import type { Logger } from '../platform/logger.ts';
-import { addService } from './service.ts';
+import { addService, bindServer, shutdownServer } from './service.ts';
 
 export interface ExtAuthzServerOptions {
   /** `host:port` or `unix:/path`. */
@@ -88,9 +88,7 @@ export async function startExtAuthzServer(o: ExtAuthzServerOptions): Promise<Ext
       callback(null, check(call.request));
     },
   });
-  const port = await new Promise<number>((res, rej) =>
-    server.bindAsync(o.listen, grpc.ServerCredentials.createInsecure(), (err, p) => (err ? rej(err) : res(p))),
-  );
+  const port = await bindServer(server, o.listen, grpc.ServerCredentials.createInsecure());
   const address = o.listen.startsWith('unix:') ? o.listen : `${o.listen.slice(0, o.listen.lastIndexOf(':'))}:${port}`;
   let closed = false;
   return {
@@ -98,16 +96,7 @@ export async function startExtAuthzServer(o: ExtAuthzServerOptions): Promise<Ext
     async close() {
       if (closed) return;
       closed = true;
-      await new Promise<void>((res) => {
-        const t = setTimeout(() => {
-          server.forceShutdown();
-          res();
-        }, 2000);
-        server.tryShutdown(() => {
-          clearTimeout(t);
-          res();
-        });
-      });
+      await shutdownServer(server, 2000);
     },
   };
 }

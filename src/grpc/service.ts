@@ -95,3 +95,28 @@ export function createClient<T extends GenServiceMethods>(
   }
   return out as GrpcClient<T>;
 }
+
+/** Binds `server` to `address` (host:port or unix:/path); resolves with the bound port. */
+export function bindServer(server: grpc.Server, address: string, credentials: grpc.ServerCredentials): Promise<number> {
+  return new Promise((resolve, reject) => server.bindAsync(address, credentials, (err, port) => (err ? reject(err) : resolve(port))));
+}
+
+/**
+ * Stops accepting calls and lets the calls in flight finish; with `graceMs`,
+ * cuts whatever is still running after that long. Resolves once stopped.
+ */
+export function shutdownServer(server: grpc.Server, graceMs?: number): Promise<void> {
+  return new Promise((resolve) => {
+    const force =
+      graceMs === undefined
+        ? undefined
+        : setTimeout(() => {
+            server.forceShutdown();
+            resolve();
+          }, graceMs);
+    server.tryShutdown(() => {
+      clearTimeout(force);
+      resolve();
+    });
+  });
+}

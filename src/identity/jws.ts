@@ -63,8 +63,8 @@ function b64url(part: string, what: string): Buffer {
   return bytes;
 }
 
-function jsonObject(part: string, what: string): Record<string, unknown> {
-  const bytes = b64url(part, what);
+/** A decoded part as a JSON object (bytes already checked by b64url). */
+function jsonObject(bytes: Buffer, what: string): Record<string, unknown> {
   let v: unknown;
   try {
     v = JSON.parse(utf8.decode(bytes));
@@ -140,7 +140,7 @@ export async function verifyCompactJws(token: string, keys: JWTVerifyGetKey): Pr
   const parts = token.split('.');
   if (parts.length !== 3) malformed('token must have three parts');
   const [h, p, s] = parts as [string, string, string];
-  const header = jsonObject(h, 'header');
+  const header = jsonObject(b64url(h, 'header'), 'header');
   const alg = header.alg;
   const spec = typeof alg === 'string' && Object.hasOwn(ALGS, alg) ? ALGS[alg]! : undefined;
   if (!spec) throw unauthenticated('auth.token_alg', 'token algorithm is not allowed (asymmetric algorithms only)');
@@ -149,7 +149,7 @@ export async function verifyCompactJws(token: string, keys: JWTVerifyGetKey): Pr
   }
   if (header.kid !== undefined && typeof header.kid !== 'string') malformed('token "kid" is not a string');
   const sig = b64url(s, 'signature');
-  b64url(p, 'payload');
+  const payloadBytes = b64url(p, 'payload'); // framing checked now, parsed only once the signature holds
   const key = toKeyObject(await keys(header as Parameters<JWTVerifyGetKey>[0], { payload: p, signature: s }));
   if (!keyFits(key, spec)) throw unauthenticated('auth.token_unknown_key', `the key chosen for this token does not fit "${alg as string}"`);
   const input = Buffer.from(`${h}.${p}`, 'latin1');
@@ -162,7 +162,7 @@ export async function verifyCompactJws(token: string, keys: JWTVerifyGetKey): Pr
     ok = false;
   }
   if (!ok) throw unauthenticated('auth.token_signature', 'token signature does not verify');
-  return { header, payload: jsonObject(p, 'payload') };
+  return { header, payload: jsonObject(payloadBytes, 'payload') };
 }
 
 export interface ClaimRules {

@@ -25,11 +25,19 @@ function denied(reason: string): CastellanError {
 }
 
 /** URI SANs of a certificate, parsed from the extension's ASN.1. */
-export function uriSans(der: Uint8Array): string[] {
-  const c = new x509.X509Certificate(der);
+export function uriSans(der: Uint8Array | x509.X509Certificate): string[] {
+  const c = der instanceof x509.X509Certificate ? der : new x509.X509Certificate(der);
   const san = c.getExtension(x509.SubjectAlternativeNameExtension);
   if (!san) return [];
   return san.names.items.filter((n) => n.type === 'url').map((n) => n.value);
+}
+
+/** Signing certificates change only with the keyring: parse each one once, not on every call. */
+const signers = new WeakMap<Uint8Array, X509Certificate>();
+function parsedSigner(der: Uint8Array): X509Certificate {
+  let c = signers.get(der);
+  if (!c) signers.set(der, (c = new X509Certificate(der)));
+  return c;
 }
 
 export function authenticatePeerCertificate(peerDer: Uint8Array, trust: PeerTrust, now: number): Caller {
@@ -40,12 +48,12 @@ export function authenticatePeerCertificate(peerDer: Uint8Array, trust: PeerTrus
     cert = new X509Certificate(peerDer);
     const pc = new x509.X509Certificate(peerDer);
     isCa = pc.getExtension(x509.BasicConstraintsExtension)?.ca === true;
-    sans = uriSans(peerDer);
+    sans = uriSans(pc);
   } catch (e) {
     throw new CastellanError('UNAUTHENTICATED', 'auth.peer_certificate', 'client certificate cannot be parsed', { cause: e });
   }
   if (isCa) throw denied('it is a CA certificate');
-  const signer = trust.signerCertsDer.map((d) => new X509Certificate(d)).find((s) => cert.checkIssued(s) && cert.verify(s.publicKey));
+  const signer = trust.signerCertsDer.map(parsedSigner).find((s) => cert.checkIssued(s) && cert.verify(s.publicKey));
   if (!signer) throw denied('it was not issued by this CA');
   const nb = Date.parse(cert.validFrom);
   const na = Date.parse(cert.validTo);

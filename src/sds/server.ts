@@ -7,7 +7,7 @@
 import * as grpc from '@grpc/grpc-js';
 import type { GenService } from '@bufbuild/protobuf/codegenv2';
 import { SecretDiscoveryService } from '../gen/envoy/service/secret/v3/sds_pb.js';
-import { addService, type GrpcHandlers } from '../grpc/service.ts';
+import { addService, bindServer, shutdownServer, type GrpcHandlers } from '../grpc/service.ts';
 import { toGrpcError } from '../grpc/status.ts';
 import { asCastellanError } from '../platform/errors.ts';
 import { silentLogger, type Logger } from '../platform/logger.ts';
@@ -108,9 +108,7 @@ export async function startSdsServer(o: SdsServerOptions): Promise<SdsServer> {
   const server = new grpc.Server({ 'grpc.max_receive_message_length': max, 'grpc.max_send_message_length': 4 * 1024 * 1024 });
   const open = new Set<() => void>();
   addService(server, SecretDiscoveryService, createSdsHandlers(o.store, logger, open));
-  await new Promise<void>((res, rej) =>
-    server.bindAsync(`unix:${path}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? rej(err) : res())),
-  );
+  await bindServer(server, `unix:${path}`, grpc.ServerCredentials.createInsecure());
   try {
     await secureBoundSocket(path, policy);
   } catch (e) {
@@ -126,16 +124,7 @@ export async function startSdsServer(o: SdsServerOptions): Promise<SdsServer> {
       if (closed) return;
       closed = true;
       for (const end of [...open]) end();
-      await new Promise<void>((res) => {
-        const t = setTimeout(() => {
-          server.forceShutdown();
-          res();
-        }, 2000);
-        server.tryShutdown(() => {
-          clearTimeout(t);
-          res();
-        });
-      });
+      await shutdownServer(server, 2000);
       // grpc-js unlinks the socket on shutdown; make sure, without following anything planted there.
       try {
         const { lstat, unlink } = await import('node:fs/promises');

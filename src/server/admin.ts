@@ -7,7 +7,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { create } from '@bufbuild/protobuf';
 import { AdminService, AuthoritySchema, StatusResponseSchema, TransitionResponseSchema, type Authority } from '../gen/castellan/v1/admin_pb.js';
-import { addService } from '../grpc/service.ts';
+import { addService, bindServer, shutdownServer } from '../grpc/service.ts';
 import { toGrpcError } from '../grpc/status.ts';
 import type { AuthorityStatus, CaManager } from '../ca/manager.ts';
 import type { TransitionResult } from '../ca/keyring.ts';
@@ -92,7 +92,7 @@ export async function startAdminServer(o: {
   // Bind with a umask that leaves the socket owner-only from its first instant.
   const old = process.umask(0o177);
   try {
-    await new Promise<void>((resolve, reject) => server.bindAsync(`unix:${path}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())));
+    await bindServer(server, `unix:${path}`, grpc.ServerCredentials.createInsecure());
   } finally {
     process.umask(old);
   }
@@ -100,9 +100,6 @@ export async function startAdminServer(o: {
   logger.info({ event: 'admin.listening', socket: path }, 'admin API listening');
   return {
     socketPath: path,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.tryShutdown(() => resolve());
-      }),
+    close: () => shutdownServer(server),
   };
 }

@@ -9,7 +9,7 @@ import * as grpc from '@grpc/grpc-js';
 import { create } from '@bufbuild/protobuf';
 import { HealthImplementation } from 'grpc-health-check';
 import { IstioCertificateResponseSchema, IstioCertificateService } from '../gen/istio/v1/auth/ca_pb.js';
-import { addService } from '../grpc/service.ts';
+import { addService, bindServer, shutdownServer } from '../grpc/service.ts';
 import { toGrpcError } from '../grpc/status.ts';
 import { MemoryCertificateProvider } from '../grpc/tls-provider.ts';
 import { systemClock, type Clock, type TimerHandle } from '../platform/clock.ts';
@@ -69,15 +69,16 @@ export function issuerMaterial(a: SigningAuthority): IssuerMaterial {
   return { id: a.id, certDer: a.certDer, keyPkcs8Der: a.keyPkcs8Der, notBefore: a.notBefore, notAfter: a.notAfter };
 }
 
+/** Every value of the `authorization` metadata key, as text (authentication looks at all of them). */
+function authorizationOf(md: grpc.Metadata): string[] {
+  return md.get('authorization').map((v) => (typeof v === 'string' ? v : v.toString('latin1')));
+}
+
 /** Request ids: unique per process start (random prefix) and cheap (a counter), not secret. */
 const BOOT_ID = randomBytes(4).toString('hex');
 let requestCounter = 0;
 function nextRequestId(): string {
   return `${BOOT_ID}-${(++requestCounter).toString(36)}`;
-}
-
-function bindAsync(server: grpc.Server, address: string, creds: grpc.ServerCredentials): Promise<number> {
-  return new Promise((resolve, reject) => server.bindAsync(address, creds, (err, port) => (err ? reject(err) : resolve(port))));
 }
 
 /** Where the keyring lives, whom this replica defers to, and where the bundle is published. */
@@ -245,7 +246,7 @@ export async function startCaServer(config: ServerConfig, deps: CaServerDeps = {
         call.sendMetadata(md);
       };
       try {
-        const authorization = call.metadata.get('authorization').map((v) => (typeof v === 'string' ? v : v.toString('latin1')));
+        const authorization = authorizationOf(call.metadata);
         const peerCertDer = call.getAuthContext()?.sslPeerCertificate?.raw;
         const req = call.request;
         createCertificate(serviceDeps, {
@@ -284,7 +285,7 @@ export async function startCaServer(config: ServerConfig, deps: CaServerDeps = {
   });
   addService(server, TrustService, {
     watchBundle(call) {
-      const authorization = call.metadata.get('authorization').map((v) => (typeof v === 'string' ? v : v.toString('latin1')));
+      const authorization = authorizationOf(call.metadata);
       const peerCertDer = call.getAuthContext()?.sslPeerCertificate?.raw;
       const requestId = nextRequestId();
       const send = (v: KeyringView): void => {
@@ -327,7 +328,7 @@ export async function startCaServer(config: ServerConfig, deps: CaServerDeps = {
   const health = new HealthImplementation({ '': 'SERVING', [CA_SERVICE_NAME]: 'SERVING' });
   health.addToServer(server);
 
-  const port = await bindAsync(server, config.grpcListen, credentials);
+  const port = await bindServer(server, config.grpcListen, credentials);
   const grpcAddress = config.grpcListen.startsWith('unix:')
     ? config.grpcListen
     : `${config.grpcListen.slice(0, config.grpcListen.lastIndexOf(':'))}:${port}`;
@@ -374,16 +375,7 @@ export async function startCaServer(config: ServerConfig, deps: CaServerDeps = {
         unsubscribe();
         bundleWatchers.clear();
         await admin.close();
-        await new Promise<void>((resolve) => {
-          const force = setTimeout(() => {
-            server.forceShutdown();
-            resolve();
-          }, config.shutdownGraceMs);
-          server.tryShutdown(() => {
-            clearTimeout(force);
-            resolve();
-          });
-        });
+        await shutdownServer(server, config.shutdownGraceMs);
         await signer.close();
         tokenAuth?.close();
         await ops?.close();

@@ -7,7 +7,7 @@
  *
  * workerData: { listen: 'host:port', shared: SharedArrayBuffer, stallMs }
  * shared (Float64Array): [0] last heartbeat (ms since epoch), [1] ready (1/0)
- * messages in:  { kind: 'metrics-reply', id, status, contentType, body }
+ * messages in:  { kind: 'reply', id, status, contentType, body }
  * messages out: { kind: 'listening', address } | { kind: 'listen-error', message } | { kind: 'metrics' | 'ready', id }
  */
 import { createServer, type ServerResponse } from 'node:http';
@@ -25,7 +25,7 @@ const pending = new Map<number, ServerResponse>();
 let nextId = 0;
 
 parentPort!.on('message', (m: { kind: string; id: number; status: number; contentType: string; body: string }) => {
-  if (m.kind !== 'metrics-reply') return;
+  if (m.kind !== 'reply') return;
   const res = pending.get(m.id);
   pending.delete(m.id);
   res?.writeHead(m.status, { 'content-type': m.contentType }).end(m.body);

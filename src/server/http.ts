@@ -48,15 +48,15 @@ export async function startOpsServer(
     if (m.kind === 'ready') {
       beat();
       const ok = state[1] === 1;
-      worker.postMessage({ kind: 'metrics-reply', id: m.id, status: ok ? 200 : 503, contentType: 'text/plain', body: ok ? 'ready\n' : 'not ready\n' });
+      worker.postMessage({ kind: 'reply', id: m.id, status: ok ? 200 : 503, contentType: 'text/plain', body: ok ? 'ready\n' : 'not ready\n' });
       return;
     }
     if (m.kind !== 'metrics') return;
     o.registry.metrics().then(
-      (body) => worker.postMessage({ kind: 'metrics-reply', id: m.id, status: 200, contentType: o.registry.contentType, body }),
+      (body) => worker.postMessage({ kind: 'reply', id: m.id, status: 200, contentType: o.registry.contentType, body }),
       (e: unknown) => {
         o.logger.error({ err: e }, 'metrics collection failed');
-        worker.postMessage({ kind: 'metrics-reply', id: m.id, status: 500, contentType: 'text/plain', body: 'metrics collection failed\n' });
+        worker.postMessage({ kind: 'reply', id: m.id, status: 500, contentType: 'text/plain', body: 'metrics collection failed\n' });
       },
     );
   });

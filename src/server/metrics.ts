@@ -37,6 +37,16 @@ export function createCaMetrics(
   opts: { queueDepth?: () => number; defaultMetrics?: boolean; authorities?: () => AuthorityGaugeInput[]; rejectedKeyringUpdates?: () => number } = {},
 ): CaMetrics {
   const registry = new Registry();
+  // Three gauges read the authorities during one scrape: ask for them once per scrape.
+  let authoritiesAt = -Infinity;
+  let authoritiesCache: AuthorityGaugeInput[] = [];
+  const authorities = (): AuthorityGaugeInput[] => {
+    if (Date.now() - authoritiesAt > 100) {
+      authoritiesCache = opts.authorities?.() ?? [];
+      authoritiesAt = Date.now();
+    }
+    return authoritiesCache;
+  };
   if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: registry });
   let rootExpiryMs = 0;
   const m: CaMetrics = {
@@ -78,7 +88,7 @@ export function createCaMetrics(
       registers: [registry],
       collect() {
         this.reset();
-        for (const a of opts.authorities?.() ?? []) this.set({ id: a.id, state: a.state }, 1);
+        for (const a of authorities()) this.set({ id: a.id, state: a.state }, 1);
       },
     }),
     authorityLiveLeaves: new Gauge({
@@ -88,7 +98,7 @@ export function createCaMetrics(
       registers: [registry],
       collect() {
         this.reset();
-        for (const a of opts.authorities?.() ?? []) if (a.state !== 'retired') this.set({ id: a.id }, a.liveLeaves);
+        for (const a of authorities()) if (a.state !== 'retired') this.set({ id: a.id }, a.liveLeaves);
       },
     }),
     authorityExpiry: new Gauge({
@@ -98,7 +108,7 @@ export function createCaMetrics(
       registers: [registry],
       collect() {
         this.reset();
-        for (const a of opts.authorities?.() ?? []) if (a.state !== 'retired') this.set({ id: a.id, state: a.state }, Math.round((a.notAfterMs - Date.now()) / 1000));
+        for (const a of authorities()) if (a.state !== 'retired') this.set({ id: a.id, state: a.state }, Math.round((a.notAfterMs - Date.now()) / 1000));
       },
     }),
     rateLimited: new Counter({ name: 'castellan_rate_limited', help: 'requests refused with RESOURCE_EXHAUSTED by a rate limit, by scope (peer or identity)', labelNames: ['scope'], registers: [registry] }),

@@ -10,7 +10,7 @@
  *   node_modules/.bin/node bench/burst.ts        (BURST_N=100000 by default)
  */
 import { readFileSync } from 'node:fs';
-import { startBenchServer } from './lib/e2e.ts';
+import { grpcGoBinary, startBenchServer, type LoadgenKind } from './lib/e2e.ts';
 import { percentile, processRssBytes } from './lib/proc.ts';
 
 const N = Number(process.env.BURST_N ?? 100_000);
@@ -20,13 +20,16 @@ function peakRssBytes(pid: number): number {
   return m ? Number(m[1]) * 1024 : 0;
 }
 
-const server = await startBenchServer({ identities: 1000, extraArgs: ['--queue-max', String(N + 1000)] });
+// The grpc-go load generator when Go is installed (BURST_LOADGEN=node|go overrides).
+const loadgen: LoadgenKind = (process.env.BURST_LOADGEN as LoadgenKind | undefined) ?? (grpcGoBinary() ? 'go' : 'node');
+const server = await startBenchServer({ identities: 1000, loadgen, extraArgs: ['--queue-max', String(N + 1000)] });
 try {
   const rssBefore = processRssBytes(server.pid);
   const r = await server.drive({ mode: 'burst', total: N, channels: 64, deadlineMs: 600_000 });
   const seconds = r.elapsedMs / 1000;
   const out = {
     n: N,
+    loadgen,
     drainSeconds: seconds,
     perSec: r.done / seconds,
     errors: r.errors,
@@ -38,7 +41,7 @@ try {
     serverRssBeforeMiB: rssBefore / 2 ** 20,
     serverPeakRssMiB: peakRssBytes(server.pid) / 2 ** 20,
   };
-  console.log(`burst: ${N} CreateCertificate calls at once (TLS + JWT, 64 connections, one server process)`);
+  console.log(`burst: ${N} CreateCertificate calls at once (TLS + JWT, 64 connections, one server process, ${loadgen === "go" ? "grpc-go" : "grpc-js"} load generator)`);
   console.log(`  drained in ${seconds.toFixed(1)} s (${out.perSec.toFixed(0)} certs/s), errors ${out.errors} ${JSON.stringify(out.codes)}`);
   console.log(`  latency p50 ${(out.p50Ms / 1000).toFixed(1)} s, p99 ${(out.p99Ms / 1000).toFixed(1)} s (queueing behind the burst)`);
   console.log(`  server: ${out.serverCpuSeconds.toFixed(1)} CPU-s (${out.perServerCpuSecond.toFixed(0)} issuances per CPU-second), RSS ${out.serverRssBeforeMiB.toFixed(0)} MiB before, peak ${out.serverPeakRssMiB.toFixed(0)} MiB`);

@@ -4,8 +4,9 @@
  * jose stays in charge of keys: parsing the JWKS, choosing the key for a
  * header's `kid` and `alg`, fetching and refreshing remote sets. The
  * signature is then checked synchronously with node:crypto, and the claims
- * here: on Node 24 jose's WebCrypto path costs ~220-330 µs of CPU per ES256
- * token, this one ~100 µs (bench/jwt-verify.ts prints both, side by side).
+ * here: on Node 24 jose's WebCrypto path costs ~2.4x this one's CPU per ES256
+ * token and ~3.5x per RS256 token (bench/jwt-verify.ts prints both, side by
+ * side with node:crypto's bare signature check).
  * test/identity/jws-differential.test.ts checks that both accept and refuse
  * the same tokens.
  *
@@ -52,15 +53,25 @@ function malformed(msg: string, cause?: unknown): never {
   throw unauthenticated('auth.token_malformed', msg, cause);
 }
 
+const B64URL_ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+
 /**
  * Canonical unpadded base64url only: Buffer's decoder ignores stray trailing
  * characters and bits, which would make a token malleable (a signature with
- * one more character would still verify).
+ * one more character would still verify). Canonical means: only the
+ * alphabet, no length of 1 mod 4 (a lone character carries no whole byte),
+ * and the unused low bits of the last character zero.
  */
+export function isCanonicalBase64url(part: string): boolean {
+  const rem = part.length % 4;
+  if (rem === 1 || !B64URL.test(part)) return false;
+  const last = rem === 0 ? 0 : B64URL_ALPHABET.indexOf(part[part.length - 1]!);
+  return rem === 0 || (rem === 2 ? (last & 0x0f) === 0 : (last & 0x03) === 0);
+}
+
 function b64url(part: string, what: string): Buffer {
-  const bytes = B64URL.test(part) ? Buffer.from(part, 'base64url') : undefined;
-  if (!bytes || bytes.toString('base64url') !== part) malformed(`token ${what} is not canonical base64url`);
-  return bytes;
+  if (!isCanonicalBase64url(part)) malformed(`token ${what} is not canonical base64url`);
+  return Buffer.from(part, 'base64url');
 }
 
 /** A decoded part as a JSON object (bytes already checked by b64url). */
@@ -111,19 +122,57 @@ function toKeyObject(k: unknown): KeyObject {
   throw unauthenticated('auth.token_unknown_key', 'no usable key for this token');
 }
 
+/** Whether a key may verify `spec`'s signatures; remembered per key (reading key details is not free). */
+const fits = new WeakMap<KeyObject, Map<AlgSpec, boolean>>();
+
 function keyFits(key: KeyObject, spec: AlgSpec): boolean {
+  let m = fits.get(key);
+  const known = m?.get(spec);
+  if (known !== undefined) return known;
   const t = key.asymmetricKeyType;
-  if (key.type !== 'public') return false;
-  switch (spec.kind) {
-    case 'rsa':
-      return t === 'rsa';
-    case 'pss':
-      return t === 'rsa' || t === 'rsa-pss';
-    case 'ec':
-      return t === 'ec' && key.asymmetricKeyDetails?.namedCurve === spec.curve;
-    case 'eddsa':
-      return t === 'ed25519' || t === 'ed448';
+  let ok: boolean;
+  if (key.type !== 'public') ok = false;
+  else if (spec.kind === 'rsa') ok = t === 'rsa';
+  else if (spec.kind === 'pss') ok = t === 'rsa' || t === 'rsa-pss';
+  else if (spec.kind === 'ec') ok = t === 'ec' && key.asymmetricKeyDetails?.namedCurve === spec.curve;
+  else ok = t === 'ed25519' || t === 'ed448';
+  if (!m) fits.set(key, (m = new Map()));
+  m.set(spec, ok);
+  return ok;
+}
+
+/**
+ * The checked header of an encoded header segment. Every token of one signing
+ * key carries the very same header text, so the accepted ones are remembered
+ * (a few dozen at most, frozen: a caller cannot change what the next token
+ * sees); refusals are never cached, they throw again each time.
+ */
+const headers = new Map<string, { header: Record<string, unknown>; spec: AlgSpec }>();
+const MAX_HEADERS = 64;
+
+function checkedHeader(h: string): { header: Record<string, unknown>; spec: AlgSpec } {
+  const hit = headers.get(h);
+  if (hit) return hit;
+  const header = jsonObject(b64url(h, 'header'), 'header');
+  const alg = header.alg;
+  const spec = typeof alg === 'string' && Object.hasOwn(ALGS, alg) ? ALGS[alg]! : undefined;
+  if (!spec) throw unauthenticated('auth.token_alg', 'token algorithm is not allowed (asymmetric algorithms only)');
+  for (const name of FORBIDDEN_HEADERS) {
+    if (Object.hasOwn(header, name)) throw unauthenticated('auth.token_header', `token header "${name}" is not accepted: keys come only from the configured JWKS`);
   }
+  if (header.kid !== undefined && typeof header.kid !== 'string') malformed('token "kid" is not a string');
+  if (headers.size >= MAX_HEADERS) headers.clear();
+  const entry = { header: deepFreeze(header), spec };
+  headers.set(h, entry);
+  return entry;
+}
+
+function deepFreeze<T>(v: T): T {
+  if (typeof v === 'object' && v !== null) {
+    for (const x of Object.values(v)) deepFreeze(x);
+    Object.freeze(v);
+  }
+  return v;
 }
 
 export interface VerifiedJws {
@@ -140,18 +189,11 @@ export async function verifyCompactJws(token: string, keys: JWTVerifyGetKey): Pr
   const parts = token.split('.');
   if (parts.length !== 3) malformed('token must have three parts');
   const [h, p, s] = parts as [string, string, string];
-  const header = jsonObject(b64url(h, 'header'), 'header');
-  const alg = header.alg;
-  const spec = typeof alg === 'string' && Object.hasOwn(ALGS, alg) ? ALGS[alg]! : undefined;
-  if (!spec) throw unauthenticated('auth.token_alg', 'token algorithm is not allowed (asymmetric algorithms only)');
-  for (const name of FORBIDDEN_HEADERS) {
-    if (Object.hasOwn(header, name)) throw unauthenticated('auth.token_header', `token header "${name}" is not accepted: keys come only from the configured JWKS`);
-  }
-  if (header.kid !== undefined && typeof header.kid !== 'string') malformed('token "kid" is not a string');
+  const { header, spec } = checkedHeader(h);
   const sig = b64url(s, 'signature');
   const payloadBytes = b64url(p, 'payload'); // framing checked now, parsed only once the signature holds
   const key = toKeyObject(await keys(header as Parameters<JWTVerifyGetKey>[0], { payload: p, signature: s }));
-  if (!keyFits(key, spec)) throw unauthenticated('auth.token_unknown_key', `the key chosen for this token does not fit "${alg as string}"`);
+  if (!keyFits(key, spec)) throw unauthenticated('auth.token_unknown_key', `the key chosen for this token does not fit "${header.alg as string}"`);
   const input = Buffer.from(`${h}.${p}`, 'latin1');
   let ok = false;
   try {

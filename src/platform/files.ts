@@ -75,6 +75,26 @@ export async function writeFileAtomic(path: string, data: string | Uint8Array, m
 }
 
 /**
+ * Replaces several files in one directory, each atomically, in the given
+ * order, with every new file written and synced before the first rename: the
+ * renames follow one another with no I/O between them, so a reader sees a mix
+ * of old and new files for a few system calls, not for a disk sync.
+ */
+export async function writeFilesAtomic(files: readonly { path: string; data: string | Uint8Array; mode: number }[]): Promise<void> {
+  const temps: string[] = [];
+  try {
+    for (const f of files) temps.push(await writeTemp(f.path, f.data, f.mode));
+    for (let i = 0; i < files.length; i++) {
+      await fs.rename(temps[i]!, files[i]!.path);
+      temps[i] = '';
+    }
+  } finally {
+    for (const t of temps) if (t) await fs.rm(t, { force: true });
+  }
+  for (const d of new Set(files.map((f) => dirname(f.path)))) await syncDir(d);
+}
+
+/**
  * Creates `path` with `data` only if it does not exist yet (atomic: link(2)
  * fails with EEXIST when another process won). Returns false when it existed.
  */

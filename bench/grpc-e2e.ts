@@ -4,7 +4,7 @@
  * and tokens. Reports throughput, p50/p99 latency and issuances per server
  * CPU-second (from the server process's own CPU time in /proc), at peak
  * (closed loop, 64 in flight) and at half of that rate (open loop, where
- * latency counts).
+ * latency counts), in E2E_ROUNDS (3) interleaved rounds: medians and spread.
  *
  * In the same run, when Go and grpc-go are installed (Debian: golang-go
  * golang-google-grpc-dev):
@@ -15,7 +15,7 @@
  *  - Go's bare signing core (bench/vs-go/main.go, one core, no gRPC, no TLS,
  *    no JWT): the ratio issue 5 names.
  *
- *   node_modules/.bin/node bench/grpc-e2e.ts    (BENCH_SECONDS=10; E2E_LOADGEN=node|go)
+ *   node_modules/.bin/node bench/grpc-e2e.ts    (BENCH_SECONDS=6 per phase; E2E_ROUNDS=3; E2E_LOADGEN=node|go)
  */
 import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
@@ -26,7 +26,7 @@ import { BENCH_ID, makeBenchCa, makeCsrs } from './lib/fixtures.ts';
 import { goBuild, goVersion } from './lib/measure.ts';
 import { percentile, processRssBytes } from './lib/proc.ts';
 
-const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 6);
 
 export interface E2eFigures {
   peakPerSec: number;
@@ -34,45 +34,81 @@ export interface E2eFigures {
   peakP99Ms: number;
   peakErrors: number;
   perServerCpuSecond: number;
+  /** lowest and highest of the rounds */
+  perServerCpuSecondRange: [number, number];
   serverCpuCores: number;
   halfRatePerSec: number;
   halfP50Ms: number;
   halfP99Ms: number;
+  halfP99MsRange: [number, number];
   halfErrors: number;
   halfPerServerCpuSecond: number;
   serverRssMiB: number;
 }
 
-/** Peak (closed loop), then half of it (open loop), against one started server. */
-async function profile(server: BenchServer): Promise<E2eFigures> {
-  try {
-    const peak = await server.drive({ mode: 'closed', concurrency: 64, durationMs: SECONDS * 1000 });
-    const peakRate = peak.done / (peak.elapsedMs / 1000);
-    const half = await server.drive({ mode: 'open', ratePerSec: Math.max(1, Math.round(peakRate / 2)), durationMs: SECONDS * 1000 });
+interface Phase {
+  rate: number;
+  p50: number;
+  p99: number;
+  errors: number;
+  perCpu: number;
+  cores: number;
+}
+
+const ROUNDS = Math.max(1, Number(process.env.E2E_ROUNDS ?? 3));
+
+async function phase(server: BenchServer, job: Record<string, unknown>): Promise<Phase> {
+  const r = await server.drive({ durationMs: SECONDS * 1000, ...job });
+  const sec = r.elapsedMs / 1000;
+  return { rate: r.done / sec, p50: percentile(r.latenciesMs, 50), p99: percentile(r.latenciesMs, 99), errors: r.errors, perCpu: r.done / r.serverCpu, cores: r.serverCpu / sec };
+}
+
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+};
+const range = (xs: number[]): [number, number] => [Math.min(...xs), Math.max(...xs)];
+
+/**
+ * The servers side by side: ROUNDS rounds of peak (closed loop, 64 in flight),
+ * each round driving every server in turn, then ROUNDS rounds at half of each
+ * server's median peak (open loop); medians, with the spread of the rounds.
+ * Interleaving keeps a drift of the machine (other tenants of the VM host)
+ * from landing on one server only.
+ */
+async function sideBySide(servers: BenchServer[]): Promise<E2eFigures[]> {
+  const peaks: Phase[][] = servers.map(() => []);
+  const halves: Phase[][] = servers.map(() => []);
+  for (let r = 0; r < ROUNDS; r++) for (const [i, s] of servers.entries()) peaks[i]!.push(await phase(s, { mode: 'closed', concurrency: 64 }));
+  const halfRates = peaks.map((p) => Math.max(1, Math.round(median(p.map((x) => x.rate)) / 2)));
+  for (let r = 0; r < ROUNDS; r++) for (const [i, s] of servers.entries()) halves[i]!.push(await phase(s, { mode: 'open', ratePerSec: halfRates[i] }));
+  return servers.map((s, i) => {
+    const p = peaks[i]!;
+    const h = halves[i]!;
     return {
-      peakPerSec: peakRate,
-      peakP50Ms: percentile(peak.latenciesMs, 50),
-      peakP99Ms: percentile(peak.latenciesMs, 99),
-      peakErrors: peak.errors,
-      perServerCpuSecond: peak.done / peak.serverCpu,
-      serverCpuCores: peak.serverCpu / (peak.elapsedMs / 1000),
-      halfRatePerSec: half.done / (half.elapsedMs / 1000),
-      halfP50Ms: percentile(half.latenciesMs, 50),
-      halfP99Ms: percentile(half.latenciesMs, 99),
-      halfErrors: half.errors,
-      halfPerServerCpuSecond: half.done / half.serverCpu,
-      serverRssMiB: processRssBytes(server.pid) / 2 ** 20,
+      peakPerSec: median(p.map((x) => x.rate)),
+      peakP50Ms: median(p.map((x) => x.p50)),
+      peakP99Ms: median(p.map((x) => x.p99)),
+      peakErrors: p.reduce((a, x) => a + x.errors, 0),
+      perServerCpuSecond: median(p.map((x) => x.perCpu)),
+      perServerCpuSecondRange: range(p.map((x) => x.perCpu)),
+      serverCpuCores: median(p.map((x) => x.cores)),
+      halfRatePerSec: median(h.map((x) => x.rate)),
+      halfP50Ms: median(h.map((x) => x.p50)),
+      halfP99Ms: median(h.map((x) => x.p99)),
+      halfP99MsRange: range(h.map((x) => x.p99)),
+      halfErrors: h.reduce((a, x) => a + x.errors, 0),
+      halfPerServerCpuSecond: median(h.map((x) => x.perCpu)),
+      serverRssMiB: processRssBytes(s.pid) / 2 ** 20,
     };
-  } finally {
-    await server.stop();
-  }
+  });
 }
 
 function report(name: string, r: E2eFigures): void {
   console.log(`  ${name}`);
-  console.log(`    peak (64 in flight, 8 connections, ${SECONDS}s): ${r.peakPerSec.toFixed(0)} certs/s, p50 ${r.peakP50Ms.toFixed(2)} ms, p99 ${r.peakP99Ms.toFixed(2)} ms, errors ${r.peakErrors}`);
-  console.log(`    server CPU: ${r.serverCpuCores.toFixed(2)} cores busy -> ${r.perServerCpuSecond.toFixed(0)} issuances per server CPU-second`);
-  console.log(`    half of peak (open loop): ${r.halfRatePerSec.toFixed(0)} certs/s, p50 ${r.halfP50Ms.toFixed(2)} ms, p99 ${r.halfP99Ms.toFixed(2)} ms, errors ${r.halfErrors}; RSS ${r.serverRssMiB.toFixed(0)} MiB`);
+  console.log(`    peak (64 in flight, 8 connections, ${SECONDS}s x ${ROUNDS}, medians): ${r.peakPerSec.toFixed(0)} certs/s, p50 ${r.peakP50Ms.toFixed(2)} ms, p99 ${r.peakP99Ms.toFixed(2)} ms, errors ${r.peakErrors}`);
+  console.log(`    server CPU: ${r.serverCpuCores.toFixed(2)} cores busy -> ${r.perServerCpuSecond.toFixed(0)} issuances per server CPU-second (rounds ${r.perServerCpuSecondRange.map((x) => x.toFixed(0)).join('-')})`);
+  console.log(`    half of peak (open loop): ${r.halfRatePerSec.toFixed(0)} certs/s, p50 ${r.halfP50Ms.toFixed(2)} ms, p99 ${r.halfP99Ms.toFixed(2)} ms (rounds ${r.halfP99MsRange.map((x) => x.toFixed(1)).join('-')}), errors ${r.halfErrors}; RSS ${r.serverRssMiB.toFixed(0)} MiB`);
 }
 
 /** Go's bare signing core on one core (bench/vs-go/main.go): issuances per CPU-second. */
@@ -103,20 +139,25 @@ export async function runGrpcE2e(): Promise<Record<string, unknown>> {
   console.log(`grpc-e2e: CreateCertificate over TLS + ES256 JWT auth, P-256 CA, 500 identities, ${loadgen === 'go' ? 'grpc-go' : 'grpc-js'} load generator in its own process`);
   if (!go) console.log(`  (Go comparisons skipped: ${goUnavailable()})`);
   // E2E_SERVER_ARGS="--signer-workers 1" tries other server settings.
-  const castellan = await profile(await startBenchServer({ identities: 500, loadgen, extraArgs: (process.env.E2E_SERVER_ARGS ?? '').split(' ').filter(Boolean) }));
-  report('Castellan (castellan server: grpc-js, batched signer)', castellan);
-  const out: Record<string, unknown> = { loadgen, ...castellan };
-  if (go) {
-    const baseline = await profile(await startGoBaselineServer({ identities: 500, loadgen }));
-    report('Go baseline (bench/grpc-go: grpc-go + crypto/x509, same JWT and CSR work)', baseline);
-    const bare = await goBareCore();
-    const vsServer = castellan.perServerCpuSecond / baseline.perServerCpuSecond;
-    console.log(`  Castellan / Go gRPC server per server CPU-second: ${vsServer.toFixed(2)}x (Go's server itself: ${bare ? (baseline.perServerCpuSecond / bare).toFixed(2) + 'x its bare core' : 'bare core not measured'})`);
-    if (bare) console.log(`  Castellan / Go bare core (${bare.toFixed(0)} per CPU-second, 1 core, no gRPC/TLS/JWT): ${(castellan.perServerCpuSecond / bare).toFixed(2)}x  (issue 5 target: >= 1.0x)`);
-    console.log(`  half-peak p99: Castellan ${castellan.halfP99Ms.toFixed(1)} ms, Go server ${baseline.halfP99Ms.toFixed(1)} ms  (issue 5 target: < 10 ms)`);
-    Object.assign(out, { goServer: baseline, goBareCorePerCpuSecond: bare, ratioVsGoServer: vsServer, ratioVsGoBareCore: bare ? castellan.perServerCpuSecond / bare : undefined });
+  const servers: BenchServer[] = [await startBenchServer({ identities: 500, loadgen, extraArgs: (process.env.E2E_SERVER_ARGS ?? '').split(' ').filter(Boolean) })];
+  try {
+    if (go) servers.push(await startGoBaselineServer({ identities: 500, loadgen }));
+    const [castellan, baseline] = await sideBySide(servers);
+    report('Castellan (castellan server: grpc-js, batched signer)', castellan!);
+    const out: Record<string, unknown> = { loadgen, rounds: ROUNDS, ...castellan };
+    if (baseline) {
+      report('Go baseline (bench/grpc-go: grpc-go + crypto/x509, same JWT and CSR work)', baseline);
+      const bare = await goBareCore();
+      const vsServer = castellan!.perServerCpuSecond / baseline.perServerCpuSecond;
+      console.log(`  Castellan / Go gRPC server per server CPU-second: ${vsServer.toFixed(2)}x (Go's server itself: ${bare ? (baseline.perServerCpuSecond / bare).toFixed(2) + 'x its bare core' : 'bare core not measured'})`);
+      if (bare) console.log(`  Castellan / Go bare core (${bare.toFixed(0)} per CPU-second, 1 core, no gRPC/TLS/JWT): ${(castellan!.perServerCpuSecond / bare).toFixed(2)}x  (issue 5 target: >= 1.0x)`);
+      console.log(`  half-peak p99: Castellan ${castellan!.halfP99Ms.toFixed(1)} ms, Go server ${baseline.halfP99Ms.toFixed(1)} ms  (issue 5 target: < 10 ms)`);
+      Object.assign(out, { goServer: baseline, goBareCorePerCpuSecond: bare, ratioVsGoServer: vsServer, ratioVsGoBareCore: bare ? castellan!.perServerCpuSecond / bare : undefined });
+    }
+    return out;
+  } finally {
+    for (const s of servers) await s.stop();
   }
-  return out;
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {

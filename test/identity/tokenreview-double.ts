@@ -14,8 +14,9 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createServer, type Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { writeKubeconfig } from '../support/kubeconfig.ts';
 import { openssl } from '../support/openssl-pki.ts';
 
 export interface DoubleToken {
@@ -53,18 +54,7 @@ export class TokenReviewDouble {
 
   /** Writes a kubeconfig that points client-node at this double. */
   writeKubeconfig(path: string, token = CALLER_TOKEN): void {
-    writeFileSync(
-      path,
-      [
-        'apiVersion: v1',
-        'kind: Config',
-        `clusters: [{name: double, cluster: {server: "${this.url}", certificate-authority-data: "${Buffer.from(this.caPem).toString('base64')}"}}]`,
-        'users: [{name: castellan, user: {token: "' + token + '"}}]',
-        'contexts: [{name: double, context: {cluster: double, user: castellan}}]',
-        'current-context: double',
-        '',
-      ].join('\n'),
-    );
+    writeKubeconfig(path, { url: this.url, caPem: this.caPem, token });
   }
 
   async stop(): Promise<void> {

@@ -53,11 +53,12 @@
  * writes trusts (client-node refuses plain HTTP unless TLS checks are off).
  */
 import { randomUUID } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createServer, type Server } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import { join } from 'node:path';
+import { writeKubeconfig } from '../support/kubeconfig.ts';
 import { openssl } from '../support/openssl-pki.ts';
 
 export type Resource = 'namespaces' | 'secrets' | 'configmaps' | 'leases' | 'authorizationpolicies';
@@ -307,18 +308,7 @@ export class KubeApiDouble {
 
   /** Writes a kubeconfig pointing client-node at this double. */
   writeKubeconfig(path: string, token = CALLER_TOKEN): void {
-    writeFileSync(
-      path,
-      [
-        'apiVersion: v1',
-        'kind: Config',
-        `clusters: [{name: double, cluster: {server: "${this.url}", certificate-authority-data: "${Buffer.from(this.caPem).toString('base64')}"}}]`,
-        `users: [{name: castellan, user: {token: "${token}"}}]`,
-        'contexts: [{name: double, context: {cluster: double, user: castellan}}]',
-        'current-context: double',
-        '',
-      ].join('\n'),
-    );
+    writeKubeconfig(path, { url: this.url, caPem: this.caPem, token });
   }
 
   async stop(): Promise<void> {

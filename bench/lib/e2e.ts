@@ -14,11 +14,10 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer, connect } from 'node:net';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { DevTokenIssuer } from '../../src/identity/dev-issuer.ts';
 import { tempDir } from '../../test/support/tmp.ts';
 import { makeBenchCa, makeCsrs } from './fixtures.ts';
-import { processCpuSeconds } from './proc.ts';
+import { lineReader, processCpuSeconds } from './proc.ts';
 
 const root = new URL('../..', import.meta.url).pathname;
 const node = join(root, 'node_modules/.bin/node');
@@ -147,15 +146,7 @@ function benchServer(f: Fixture, server: ChildProcess, target: string, rootPem: 
       writeFileSync(file, JSON.stringify({ target, rootPem, requests: f.requests, channels: 8, concurrency: 64, ratePerSec: 0, durationMs: 10_000, ...job }));
       const [cmd, args] = goBin ? [goBin, ['loadgen', file]] : [node, [join(root, 'bench/lib/loadgen.ts'), file]];
       const lg = spawn(...pinned(process.env.LOADGEN_CPUS, cmd, args), { stdio: ['pipe', 'pipe', 'inherit'] });
-      // One line reader for the whole conversation: READY, then one JSON line.
-      const lines = createInterface({ input: lg.stdout! })[Symbol.asyncIterator]();
-      const exited = new Promise<never>((_, reject) => lg.once('exit', (c) => reject(new Error(`load generator exited (${c})`))));
-      exited.catch(() => undefined);
-      const nextLine = async (): Promise<string> => {
-        const r = await Promise.race([lines.next(), exited]);
-        if (r.done) throw new Error('load generator closed its output');
-        return r.value as string;
-      };
+      const nextLine = lineReader(lg);
       if ((await nextLine()) !== 'READY') throw new Error('load generator did not get ready');
       const cpu0 = processCpuSeconds(server.pid!);
       lg.stdin!.write('go\n');

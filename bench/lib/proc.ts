@@ -1,5 +1,7 @@
 /** CPU time of another process, from /proc/<pid>/stat (utime + stime), in seconds. */
+import type { ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { createInterface } from 'node:readline';
 
 const TICKS = 100; // USER_HZ on Linux
 
@@ -21,4 +23,20 @@ export function processRssBytes(pid: number): number {
 export function percentile(sorted: number[], p: number): number {
   if (sorted.length === 0) return NaN;
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+}
+
+/**
+ * The next line of a child's stdout, one reader for the whole conversation
+ * (a load generator's READY, then its JSON result); rejects once the child
+ * exits or closes its output before the line.
+ */
+export function lineReader(child: ChildProcess): () => Promise<string> {
+  const lines = createInterface({ input: child.stdout! })[Symbol.asyncIterator]();
+  const exited = new Promise<never>((_, reject) => child.once('exit', (c) => reject(new Error(`load generator exited (${c})`))));
+  exited.catch(() => undefined);
+  return async () => {
+    const r = await Promise.race([lines.next(), exited]);
+    if (r.done) throw new Error('load generator closed its output');
+    return r.value as string;
+  };
 }

@@ -27,7 +27,7 @@ import { request } from 'node:http';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { makeCsrs } from '../../bench/lib/fixtures.ts';
-import { percentile, processRssBytes } from '../../bench/lib/proc.ts';
+import { lineReader, percentile, processRssBytes } from '../../bench/lib/proc.ts';
 import * as vitest from 'vitest';
 import { DevTokenIssuer } from '../../src/identity/dev-issuer.ts';
 import { tempDir } from '../support/tmp.ts';
@@ -252,14 +252,7 @@ export async function runLoad(o: LoadOptions): Promise<LoadReport> {
     writeFileSync(jobFile, JSON.stringify({ target: listening.grpc, rootPem, requests, mode: 'burst', total: o.n, channels: 16, concurrency: 0, ratePerSec: 0, durationMs: 0, deadlineMs: o.deadlineMs ?? 120_000, detail: true }));
     lg = spawn(NODE, [join(ROOT, 'bench/lib/loadgen.ts'), jobFile], { stdio: ['pipe', 'pipe', 'inherit'] });
     const gen = lg;
-    const lines = createInterface({ input: gen.stdout! })[Symbol.asyncIterator]();
-    const genExit = new Promise<never>((_, reject) => gen.once('exit', (c) => reject(new Error(`load generator exited (${c})`))));
-    genExit.catch(() => undefined);
-    const nextLine = async (): Promise<string> => {
-      const r = await Promise.race([lines.next(), genExit]);
-      if (r.done) throw new Error('load generator closed its output');
-      return r.value as string;
-    };
+    const nextLine = lineReader(gen);
     if ((await nextLine()) !== 'READY') throw new Error('load generator did not get ready');
     // after the generator's warm-up calls (one per channel), so the counters below are the burst's own
     const m0 = (await httpGet(metricsUrl, 5000)).body;

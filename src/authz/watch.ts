@@ -8,6 +8,11 @@
  * flight keeps the engine it started with and no request ever waits. A bad
  * edit keeps the last good set, is logged once and counted
  * (`castellan_authz_policy_reloads_total{result="error"}`).
+ *
+ * A change is loaded only once the files have held still for the settle time:
+ * a file rewritten in place is empty or half written for a moment, and an
+ * empty file is a valid set with no policies. Loading that moment would drop
+ * every DENY rule until the next check.
  */
 import { statSync, watch, type FSWatcher } from 'node:fs';
 import { dirname } from 'node:path';
@@ -23,7 +28,10 @@ export interface PolicyWatcherOptions {
   readonly metrics?: AuthzMetrics;
   /** Fingerprint poll interval in milliseconds (default 2000; 0 disables polling). */
   readonly pollMs?: number;
-  /** Quiet time after a change event before reloading, in milliseconds (default 100). */
+  /**
+   * How long the files must stay unchanged before a change is loaded, in
+   * milliseconds (default 100). Also the quiet time after a file event.
+   */
   readonly debounceMs?: number;
   /** Called after every reload attempt (tests). */
   readonly onReload?: (r: { ok: boolean; policies: number; error?: string }) => void;
@@ -37,6 +45,8 @@ export class PolicyWatcher {
   readonly #watchers: FSWatcher[] = [];
   #timer: NodeJS.Timeout | undefined;
   #debounce: NodeJS.Timeout | undefined;
+  /** A changed fingerprint not yet loaded, and when it was first seen. */
+  #pending: { fp: string; since: number } | undefined;
   #closed = false;
 
   /** Loads the initial set; throws CastellanError when it is invalid. */
@@ -84,16 +94,35 @@ export class PolicyWatcher {
   }
 
   #changed(): void {
+    this.#recheck(this.#opts.debounceMs ?? 100);
+  }
+
+  #recheck(ms: number): void {
     if (this.#closed) return;
     clearTimeout(this.#debounce);
-    this.#debounce = setTimeout(() => this.#check(), this.#opts.debounceMs ?? 100);
+    this.#debounce = setTimeout(() => this.#check(), ms);
     this.#debounce.unref();
   }
 
   #check(): void {
     if (this.#closed) return;
     const fp = policyFingerprint(this.#opts.paths);
-    if (fp === this.#fingerprint) return;
+    if (fp === this.#fingerprint) {
+      this.#pending = undefined; // changed and changed back
+      return;
+    }
+    const settle = this.#opts.debounceMs ?? 100;
+    const now = performance.now();
+    if (this.#pending?.fp !== fp) {
+      this.#pending = { fp, since: now }; // first sight, or still being written
+      this.#recheck(settle);
+      return;
+    }
+    if (now - this.#pending.since < settle) {
+      this.#recheck(settle - (now - this.#pending.since));
+      return;
+    }
+    this.#pending = undefined;
     this.#fingerprint = fp;
     this.reload();
   }

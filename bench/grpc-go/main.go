@@ -433,6 +433,8 @@ type job struct {
 	RatePerSec  float64 `json:"ratePerSec"`
 	DurationMs  int     `json:"durationMs"`
 	Channels    int     `json:"channels"`
+	// TraceFile, when set, receives one line per call: "sentAtMs latencyMs" from the start of the run.
+	TraceFile string `json:"traceFile"`
 }
 
 func loadgen(args []string) {
@@ -474,6 +476,8 @@ func loadgen(args []string) {
 	var next, done, errs int
 	codesSeen := map[string]int{}
 	var lat []float64
+	var trace []string
+	var start time.Time
 	one := func() {
 		mu.Lock()
 		i := next
@@ -498,6 +502,9 @@ func loadgen(args []string) {
 			codesSeen[codeName(status.Code(err))]++
 		}
 		lat = append(lat, ms)
+		if j.TraceFile != "" && !start.IsZero() {
+			trace = append(trace, fmt.Sprintf("%.3f %.3f", float64(t0.Sub(start).Microseconds())/1000, ms))
+		}
 		mu.Unlock()
 	}
 	// Warm up the connections (TLS handshakes) before the clock starts.
@@ -511,7 +518,7 @@ func loadgen(args []string) {
 	fmt.Println("READY")
 	bufio.NewReader(os.Stdin).ReadString('\n')
 
-	start := time.Now()
+	start = time.Now()
 	end := start.Add(time.Duration(j.DurationMs) * time.Millisecond)
 	switch j.Mode {
 	case "burst":
@@ -541,6 +548,9 @@ func loadgen(args []string) {
 	}
 	wg.Wait()
 	elapsed := float64(time.Since(start).Microseconds()) / 1000
+	if j.TraceFile != "" {
+		must(os.WriteFile(j.TraceFile, []byte(strings.Join(trace, "\n")+"\n"), 0o644))
+	}
 	sort.Float64s(lat)
 	step := (len(lat) + 19_999) / 20_000
 	if step < 1 {

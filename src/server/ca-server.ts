@@ -6,14 +6,15 @@
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import { create } from '@bufbuild/protobuf';
+import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import { HealthImplementation } from 'grpc-health-check';
-import { IstioCertificateResponseSchema, IstioCertificateService } from '../gen/istio/v1/auth/ca_pb.js';
+import { IstioCertificateRequestSchema, IstioCertificateResponseSchema, IstioCertificateService, type IstioCertificateRequest, type IstioCertificateResponse } from '../gen/istio/v1/auth/ca_pb.js';
 import { addService, bindServer, shutdownServer } from '../grpc/service.ts';
 import { toGrpcError } from '../grpc/status.ts';
+import { installUnaryFastPath } from '../grpc/unary-fast-path.ts';
 import { MemoryCertificateProvider } from '../grpc/tls-provider.ts';
 import { systemClock, type Clock, type TimerHandle } from '../platform/clock.ts';
-import { CastellanError } from '../platform/errors.ts';
+import { asCastellanError, CastellanError } from '../platform/errors.ts';
 import { createLogger, type Logger } from '../platform/logger.ts';
 import { ensurePrivateDir } from '../platform/files.ts';
 import type { SigningAuthority } from '../ca/authority.ts';
@@ -37,6 +38,7 @@ import { createCaMetrics, type CaMetrics } from './metrics.ts';
 import { KeyedRateLimiter, peerAddress } from './ratelimit.ts';
 
 export const CA_SERVICE_NAME = 'istio.v1.auth.IstioCertificateService';
+const CREATE_CERTIFICATE_PATH = `/${CA_SERVICE_NAME}/CreateCertificate`;
 /** Lifetime of the server's own TLS certificate; re-issued at half-life and on every rotation. */
 const SERVING_TTL_MS = 7 * 24 * 3600_000;
 
@@ -232,55 +234,60 @@ export async function startCaServer(config: ServerConfig, deps: CaServerDeps = {
     'grpc.keepalive_timeout_ms': 20_000,
     'grpc.max_concurrent_streams': 1000,
   });
+  /** CreateCertificate for either transport (grpc-js, or the fast path): answered, logged, measured. */
+  type Answer = { ok: true; res: IstioCertificateResponse } | { ok: false; code: grpc.status; details: string; errorCode: string };
+  const answerCreate = async (req: IstioCertificateRequest, authorization: string[], peerCertDer: Uint8Array | undefined, peer: string, requestId: string): Promise<Answer> => {
+    const started = process.hrtime.bigint();
+    let a: Answer;
+    try {
+      const res = await createCertificate(serviceDeps, {
+        csr: req.csr,
+        validityDurationSec: req.validityDuration,
+        metadata: req.metadata,
+        authorization,
+        peerCertDer,
+        requestId,
+        peer,
+      });
+      a = { ok: true, res: create(IstioCertificateResponseSchema, { certChain: res.certChain }) };
+    } catch (e) {
+      const g = toGrpcError(e);
+      const level = g.code === grpc.status.INTERNAL ? 'error' : 'warn';
+      logger[level](
+        { event: 'ca.request_failed', requestId, peer, code: grpc.status[g.code], reason: e instanceof CastellanError ? e.code : 'internal', err: level === 'error' ? e : undefined },
+        g.details,
+      );
+      a = { ok: false, code: g.code, details: g.details, errorCode: asCastellanError(e).code };
+    }
+    metrics.latency.observe({ code: grpc.status[a.ok ? grpc.status.OK : a.code] ?? String(a.ok ? 0 : a.code) }, Number(process.hrtime.bigint() - started) / 1e9);
+    return a;
+  };
   addService(server, IstioCertificateService, {
     createCertificate(call, callback) {
-      const started = process.hrtime.bigint();
       const requestId = nextRequestId();
-      const finish = (code: grpc.status): void => {
-        metrics.latency.observe({ code: grpc.status[code] ?? String(code) }, Number(process.hrtime.bigint() - started) / 1e9);
-      };
       // Response headers go out with the answer (one write), not ahead of it.
       const sendHeaders = (): void => {
         const md = new grpc.Metadata();
         md.set('x-request-id', requestId);
         call.sendMetadata(md);
       };
-      try {
-        const authorization = authorizationOf(call.metadata);
-        const peerCertDer = call.getAuthContext()?.sslPeerCertificate?.raw;
-        const req = call.request;
-        createCertificate(serviceDeps, {
-          csr: req.csr,
-          validityDurationSec: req.validityDuration,
-          metadata: req.metadata,
-          authorization,
-          peerCertDer,
-          requestId,
-          peer: call.getPeer(),
-        }).then(
-          (res) => {
-            sendHeaders();
-            callback(null, create(IstioCertificateResponseSchema, { certChain: res.certChain }));
-            finish(grpc.status.OK);
-          },
-          (e: unknown) => {
-            const g = toGrpcError(e);
-            const level = g.code === grpc.status.INTERNAL ? 'error' : 'warn';
-            logger[level](
-              { event: 'ca.request_failed', requestId, peer: call.getPeer(), code: grpc.status[g.code], reason: e instanceof CastellanError ? e.code : 'internal', err: level === 'error' ? e : undefined },
-              g.details,
-            );
-            sendHeaders();
-            callback(g);
-            finish(g.code);
-          },
-        );
-      } catch (e) {
-        logger.error({ event: 'ca.handler_crash', requestId, err: e }, 'unexpected error in CreateCertificate');
-        sendHeaders();
-        callback(toGrpcError(e));
-        finish(grpc.status.INTERNAL);
-      }
+      answerCreate(call.request, authorizationOf(call.metadata), call.getAuthContext()?.sslPeerCertificate?.raw, call.getPeer(), requestId).then(
+        (a) => {
+          sendHeaders();
+          if (a.ok) {
+            callback(null, a.res);
+            return;
+          }
+          const trailers = new grpc.Metadata();
+          trailers.set('x-castellan-error', a.errorCode);
+          callback({ code: a.code, details: a.details, metadata: trailers });
+        },
+        (e: unknown) => {
+          logger.error({ event: 'ca.handler_crash', requestId, err: e }, 'unexpected error in CreateCertificate');
+          sendHeaders();
+          callback(toGrpcError(e));
+        },
+      );
     },
   });
   addService(server, TrustService, {
@@ -329,6 +336,28 @@ export async function startCaServer(config: ServerConfig, deps: CaServerDeps = {
   health.addToServer(server);
 
   const port = await bindServer(server, config.grpcListen, credentials);
+  // CreateCertificate in the plain form mesh clients send skips grpc-js's per-call machinery
+  // (see src/grpc/unary-fast-path.ts); everything else on the port stays grpc-js's.
+  const fastPath =
+    config.fastPath &&
+    installUnaryFastPath(server, {
+      path: CREATE_CERTIFICATE_PATH,
+      maxRequestBytes: config.maxRequestBytes,
+      handle: async (call) => {
+        const requestId = nextRequestId();
+        let req: IstioCertificateRequest;
+        try {
+          req = fromBinary(IstioCertificateRequestSchema, call.message);
+        } catch {
+          return { ok: false, code: grpc.status.INTERNAL, details: 'Error deserializing request' }; // as grpc-js answers it
+        }
+        const a = await answerCreate(req, call.header('authorization'), call.peerCertDer, call.peer, requestId);
+        const headers = { 'x-request-id': requestId };
+        if (a.ok) return { ok: true, message: toBinary(IstioCertificateResponseSchema, a.res), headers };
+        return { ok: false, code: a.code, details: a.details, headers, trailers: { 'x-castellan-error': a.errorCode } };
+      },
+    });
+  if (config.fastPath && !fastPath) logger.warn({ event: 'server.fast_path_unavailable' }, 'this grpc-js version does not allow the CreateCertificate fast path; grpc-js serves it');
   const grpcAddress = config.grpcListen.startsWith('unix:')
     ? config.grpcListen
     : `${config.grpcListen.slice(0, config.grpcListen.lastIndexOf(':'))}:${port}`;
@@ -353,7 +382,7 @@ export async function startCaServer(config: ServerConfig, deps: CaServerDeps = {
     await manager.close();
     throw e;
   }
-  logger.info({ event: 'server.listening', grpc: grpcAddress, http: ops?.address, admin: admin.socketPath, tls: !config.plaintext }, 'CA server listening');
+  logger.info({ event: 'server.listening', grpc: grpcAddress, http: ops?.address, admin: admin.socketPath, tls: !config.plaintext, fastPath }, 'CA server listening');
 
   let closing: Promise<void> | undefined;
   return {

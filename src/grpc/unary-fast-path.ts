@@ -139,9 +139,30 @@ export function installUnaryFastPath(server: grpc.Server, o: FastUnaryOptions): 
   return true;
 }
 
+/**
+ * Runs `write` unless the stream is gone. A stream can be reset or its session
+ * destroyed between any two events; writing to it then throws, and nothing
+ * may throw out of an event listener (that would end the process).
+ */
+function writing(stream: http2.ServerHttp2Stream, write: () => void): void {
+  if (stream.destroyed || stream.closed || stream.headersSent) return;
+  try {
+    write();
+  } catch {
+    stream.destroy();
+  }
+}
+
+function writingTrailers(stream: http2.ServerHttp2Stream, trailers: http2.OutgoingHttpHeaders): void {
+  try {
+    stream.sendTrailers(trailers);
+  } catch {
+    stream.destroy();
+  }
+}
+
 function trailersOnly(stream: http2.ServerHttp2Stream, code: number, details: string, extra?: Readonly<Record<string, string>>): void {
-  if (stream.destroyed || stream.headersSent) return;
-  stream.respond({ ':status': 200, 'content-type': 'application/grpc+proto', ...extra, 'grpc-status': String(code), 'grpc-message': encodeGrpcMessage(details) }, { endStream: true });
+  writing(stream, () => stream.respond({ ':status': 200, 'content-type': 'application/grpc+proto', ...extra, 'grpc-status': String(code), 'grpc-message': encodeGrpcMessage(details) }, { endStream: true }));
 }
 
 function serve(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, rawHeaders: string[], o: FastUnaryOptions): void {
@@ -172,7 +193,7 @@ function serve(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeade
     stream.removeAllListeners('data');
     trailersOnly(stream, code, details);
     // Tell the client to stop sending the rest of the body (its status is already on the way).
-    stream.close(http2.constants.NGHTTP2_NO_ERROR);
+    if (!stream.destroyed) stream.close(http2.constants.NGHTTP2_NO_ERROR);
   };
   stream.on('data', (chunk: Buffer) => {
     chunks.push(chunk);
@@ -233,7 +254,10 @@ function serve(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeade
 }
 
 function reply(stream: http2.ServerHttp2Stream, answer: FastUnaryReply, deadline: number | undefined): void {
-  if (stream.destroyed || stream.closed) return; // the client went away
+  writing(stream, () => replyNow(stream, answer, deadline));
+}
+
+function replyNow(stream: http2.ServerHttp2Stream, answer: FastUnaryReply, deadline: number | undefined): void {
   const r: FastUnaryReply = deadline !== undefined && Date.now() > deadline ? { ok: false, code: DEADLINE_EXCEEDED, details: 'Deadline exceeded', headers: answer.headers } : answer;
   if (!r.ok) {
     if (!r.headers) {
@@ -241,7 +265,7 @@ function reply(stream: http2.ServerHttp2Stream, answer: FastUnaryReply, deadline
       return;
     }
     stream.respond({ ':status': 200, 'content-type': 'application/grpc+proto', 'grpc-accept-encoding': 'identity,deflate,gzip', ...r.headers }, { waitForTrailers: true });
-    stream.once('wantTrailers', () => stream.sendTrailers({ ...r.trailers, 'grpc-status': String(r.code), 'grpc-message': encodeGrpcMessage(r.details) }));
+    stream.once('wantTrailers', () => writingTrailers(stream, { ...r.trailers, 'grpc-status': String(r.code), 'grpc-message': encodeGrpcMessage(r.details) }));
     stream.end();
     return;
   }
@@ -250,6 +274,6 @@ function reply(stream: http2.ServerHttp2Stream, answer: FastUnaryReply, deadline
   frame.writeUInt32BE(r.message.length, 1);
   frame.set(r.message, 5);
   stream.respond({ ':status': 200, 'content-type': 'application/grpc+proto', 'grpc-accept-encoding': 'identity,deflate,gzip', 'grpc-encoding': 'identity', ...r.headers }, { waitForTrailers: true });
-  stream.once('wantTrailers', () => stream.sendTrailers({ 'grpc-status': String(OK), 'grpc-message': 'OK' }));
+  stream.once('wantTrailers', () => writingTrailers(stream, { 'grpc-status': String(OK), 'grpc-message': 'OK' }));
   stream.end(frame);
 }

@@ -187,6 +187,34 @@ describe('unary fast path', () => {
     expect(s.data.length).toBe(0);
   });
 
+  it('a client that resets its call before the answer costs nothing but the answer (the server lives on)', async () => {
+    let answered!: () => void;
+    const done = new Promise<void>((r) => (answered = r));
+    answers.set('abandoned', async () => {
+      await new Promise((r) => setTimeout(r, 100));
+      answered();
+      return { ok: true, message: Buffer.from('too late') };
+    });
+    const s = http2.connect(`https://localhost:${port}`, { ca: caPem });
+    try {
+      const req = s.request({ ':method': 'POST', ':path': FAST, 'content-type': 'application/grpc', te: 'trailers' });
+      req.on('error', () => undefined);
+      req.end(frame(Buffer.from('abandoned')));
+      await new Promise((r) => setTimeout(r, 30));
+      req.close(http2.constants.NGHTTP2_CANCEL);
+      await done;
+      await new Promise((r) => setTimeout(r, 20));
+    } finally {
+      s.destroy();
+    }
+    const c = client();
+    try {
+      expect((await unary(c, FAST, 'still here')).body).toBe('fast:still here');
+    } finally {
+      c.close();
+    }
+  });
+
   it('frames a client should never send get grpc-js\'s answers, and the handler never sees them', async () => {
     seen.fast.length = 0;
     expect(statusOf(await rawCall(FAST, Buffer.alloc(0)))[0]).toBe('12'); // no message

@@ -13,7 +13,8 @@
  *   `backoff.initialMs` to `backoff.maxMs` with jitter; any other code
  *   (UNAUTHENTICATED, INVALID_ARGUMENT, PERMISSION_DENIED…) is not retried
  *   quickly: the next attempt waits `backoff.maxMs`, since only an operator
- *   (or a refreshed token file) can fix it;
+ *   (or a refreshed token file) can fix it; either way no wait exceeds half of
+ *   what is left of the current certificate;
  * - a trust bundle in a response that differs from the served one is pushed
  *   as ROOTCA before the new `default`, so Envoy trusts the new root first;
  * - a tick every `checkIntervalMs` compares the wall clock with where it
@@ -376,8 +377,10 @@ export class SecretCache implements SecretStore {
     } else {
       delay = maxMs;
     }
-    // Never wait past the current certificate's expiry to try again.
-    if (this.current) delay = Math.max(this.o.minRenewDelayMs, Math.min(delay, this.current.notAfter - this.clock.now()));
+    // Never wait more than half of what is left of the current certificate: an attempt timed for the
+    // expiry itself lands after it (signing takes time), and halving keeps trying, ever more often, while
+    // the certificate still holds, so a CA that comes back in time is used in time.
+    if (this.current) delay = Math.max(this.o.minRenewDelayMs, Math.min(delay, (this.current.notAfter - this.clock.now()) / 2));
     this.logger.warn(
       { event: 'agent.issue_failed', kind: err.kind, code: err.code, failures: this.failures, retryInMs: delay, serving: this.current ? this.current.serial : null },
       `certificate request failed: ${err.message}`,

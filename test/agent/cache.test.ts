@@ -133,6 +133,28 @@ describe('secret cache', () => {
     });
   }
 
+  it('ok/failed renewals retry within half of what is left of the certificate, so a CA back in time is used in time', async () => {
+    const { clock, ca, cache } = await setup({ ttlMs: 20_000 });
+    const notAfter = ca.issued[0]!.notAfter;
+    ca.failWith = 'UNAUTHENTICATED'; // backs off the longest (60 s), longer than the whole lifetime
+    const attempts: number[] = [];
+    while (attempts.length < 4) {
+      const before = ca.calls.length;
+      clock.advance(50);
+      await settle(cache);
+      if (ca.calls.length > before) attempts.push(notAfter - clock.now());
+    }
+    // due at half life (10 s left), then 5 s, 2.5 s, 1.25 s left: never at the expiry itself
+    expect(attempts.map((ms) => Math.round(ms / 50) * 50)).toEqual([10_000, 5000, 2500, 1250]);
+    ca.failWith = undefined;
+    while (clock.now() < notAfter && ca.issued.length === 1) {
+      clock.advance(50);
+      await settle(cache);
+    }
+    expect(ca.issued).toHaveLength(2);
+    expect(ca.issued[1]!.notBefore).toBeLessThan(notAfter);
+  });
+
   it('ok/root rotation pushes ROOTCA before default', async () => {
     const { ca, cache, changes, issued } = await setup();
     await ca.rotate();

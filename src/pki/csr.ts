@@ -60,12 +60,13 @@ export function csrPemToDer(pem: string): Buffer {
 }
 
 interface ParsedKey {
-  key: KeyObject;
+  /** undefined when the import was skipped (shape check only) */
+  key: KeyObject | undefined;
   keyType: CsrInfo['keyType'];
   keyBits: number;
 }
 
-function parseSpki(buf: Uint8Array, spki: Tlv): ParsedKey {
+function parseSpki(buf: Uint8Array, spki: Tlv, importKey: boolean): ParsedKey {
   const [alg, bits, ...rest] = children(buf, expectTag(spki, 0x30, 'public key info'), 'public key info');
   if (!alg || !bits || rest.length) throw malformed('public key info must have two elements');
   const algParts = children(buf, expectTag(alg, 0x30, 'public key algorithm'), 'public key algorithm');
@@ -80,9 +81,9 @@ function parseSpki(buf: Uint8Array, spki: Tlv): ParsedKey {
     const size = curve === OID_P256 ? 32 : curve === OID_P384 ? 48 : 0;
     if (!size) throw keyPolicy(`EC curve ${curve} is not allowed (use P-256 or P-384)`);
     if (point.length !== 1 + 2 * size || point[0] !== 0x04) throw keyPolicy('EC public key must be an uncompressed point');
-    let key: KeyObject;
+    let key: KeyObject | undefined;
     try {
-      key = importSpki(buf, spki);
+      if (importKey) key = importSpki(buf, spki);
     } catch {
       throw keyPolicy('EC public key is not a point on the curve');
     }
@@ -104,9 +105,9 @@ function parseSpki(buf: Uint8Array, spki: Tlv): ParsedKey {
     const keyBits = nBytes * 8 - Math.clz32(buf[nStart]!) + 24;
     if (keyBits < 2048 || keyBits > 4096) throw keyPolicy(`RSA key of ${keyBits} bits (allowed: 2048 to 4096)`);
     if (!bytesEqual(buf, e, hex('0203010001'))) throw keyPolicy('RSA public exponent must be 65537');
-    let key: KeyObject;
+    let key: KeyObject | undefined;
     try {
-      key = importSpki(buf, spki);
+      if (importKey) key = importSpki(buf, spki);
     } catch {
       throw keyPolicy('RSA public key cannot be imported');
     }
@@ -174,13 +175,18 @@ function requestedUris(buf: Uint8Array, attrs: Tlv | undefined): string[] {
   return uris;
 }
 
-/**
- * Parses exactly one PEM CSR, enforces the key policy (EC P-256/P-384;
- * RSA 2048-4096 with e=65537) and verifies the self-signature.
- * Throws CastellanError INVALID_ARGUMENT with code csr.malformed,
- * csr.key_policy or csr.bad_signature.
- */
-export function parseAndVerifyCsr(pem: string): CsrInfo {
+interface ParsedCsr {
+  der: Buffer;
+  cri: Tlv;
+  sig: Tlv;
+  alg: (typeof SIG_ALGS)[string];
+  spki: Tlv;
+  key: ParsedKey;
+  uriSans: string[];
+}
+
+/** Every check of parseAndVerifyCsr but the signature (and, without `importKey`, the key import). */
+function parseCsr(pem: string, importKey: boolean): ParsedCsr {
   const der = csrPemToDer(pem);
   const outer = readTlv(der, 0, der.length, 'CSR');
   if (outer.end !== der.length) throw malformed('trailing bytes after the CSR');
@@ -193,7 +199,7 @@ export function parseAndVerifyCsr(pem: string): CsrInfo {
   if (!bytesEqual(der, version, hex('020100'))) throw malformed('version must be 0');
   expectTag(subject, 0x30, 'subject');
   if (attrs && attrs.tag !== 0xa0) throw malformed('attributes must be tagged [0]');
-  const key = parseSpki(der, spki);
+  const key = parseSpki(der, spki, importKey);
   const uriSans = requestedUris(der, attrs);
 
   const algParts = children(der, expectTag(sigAlg, 0x30, 'signature algorithm'), 'signature algorithm');
@@ -206,11 +212,33 @@ export function parseAndVerifyCsr(pem: string): CsrInfo {
   if ((alg.key === 'ec') !== key.keyType.startsWith('ec')) throw malformed('signature algorithm does not match the key type');
   expectTag(sig, 0x03, 'signature');
   if (sig.end - sig.valueStart < 2 || der[sig.valueStart] !== 0) throw malformed('signature bit string is empty or has unused bits');
+  return { der, cri, sig, alg, spki, key, uriSans };
+}
+
+/**
+ * The CSR's shape without any public-key operation: every check of
+ * parseAndVerifyCsr but importing the key and verifying the signature, with
+ * the same errors (these checks come first there too); returns the URI SANs
+ * it asks for. For refusals that must stay cheap (a full signing queue) yet
+ * name a malformed CSR as such.
+ */
+export function checkCsrShape(pem: string): { uriSans: readonly string[] } {
+  return { uriSans: parseCsr(pem, false).uriSans };
+}
+
+/**
+ * Parses exactly one PEM CSR, enforces the key policy (EC P-256/P-384;
+ * RSA 2048-4096 with e=65537) and verifies the self-signature.
+ * Throws CastellanError INVALID_ARGUMENT with code csr.malformed,
+ * csr.key_policy or csr.bad_signature.
+ */
+export function parseAndVerifyCsr(pem: string): CsrInfo {
+  const { der, cri, sig, alg, spki, key, uriSans } = parseCsr(pem, true);
   let ok = false;
   try {
     // The KeyObject itself, not an options object (which costs ~20 µs more in Node 24);
     // the defaults are what we want: DER-encoded ECDSA signatures, PKCS#1 v1.5 for RSA.
-    ok = verify(alg.hash, der.subarray(cri.start, cri.end), key.key, der.subarray(sig.valueStart + 1, sig.end));
+    ok = verify(alg.hash, der.subarray(cri.start, cri.end), key.key!, der.subarray(sig.valueStart + 1, sig.end));
   } catch {
     ok = false;
   }

@@ -11,6 +11,7 @@ import { CastellanError } from '../platform/errors.ts';
 import type { Clock } from '../platform/clock.ts';
 import type { Logger } from '../platform/logger.ts';
 import type { IssueRequest, IssueResult } from '../ca/issue.ts';
+import { checkCsrShape } from '../pki/csr.ts';
 import type { KeyringView } from '../ca/keyring.ts';
 import { authenticatePeerCertificate } from '../identity/mtls.ts';
 import type { Caller, TokenAuthenticator } from '../identity/types.ts';
@@ -87,6 +88,25 @@ export function requestedTtlMs(deps: Pick<CaServiceDeps, 'defaultTtlMs' | 'maxTt
   return Number(sec) * 1000;
 }
 
+/**
+ * A full signing queue refuses before any CSR is read. A CSR whose shape is
+ * wrong still gets its own INVALID_ARGUMENT rather than the retryable
+ * RESOURCE_EXHAUSTED (an Istio agent would retry it for ever): the same error
+ * the signer would give, since the shape is what it checks first. Nothing
+ * further is judged here: the signature, an off-curve point and the identity
+ * come after a public-key operation in the signer, and a CSR that fails one
+ * of them is told so when it is retried, so the status of a request never
+ * depends on the load. No public-key operation, so shedding stays cheap.
+ */
+function refusalOfShape(csr: string): CastellanError | undefined {
+  try {
+    checkCsrShape(csr);
+    return undefined;
+  } catch (e) {
+    return e instanceof CastellanError ? e : undefined;
+  }
+}
+
 export async function createCertificate(deps: CaServiceDeps, input: CertificateRequestInput): Promise<CertificateResponse> {
   const { metrics, logger } = deps;
   metrics.csrCount.inc();
@@ -119,7 +139,8 @@ export async function createCertificate(deps: CaServiceDeps, input: CertificateR
   let issued: IssueResult;
   try {
     issued = await deps.signer.issue({ csrPem: input.csr, spiffeId: caller.spiffeId, ttlMs, now: deps.clock.now() });
-  } catch (e) {
+  } catch (thrown) {
+    const e = thrown instanceof CastellanError && thrown.code === 'signer.queue_full' ? (refusalOfShape(input.csr) ?? thrown) : thrown;
     if (e instanceof CastellanError) {
       if (e.code.startsWith('csr.') && e.kind === 'INVALID_ARGUMENT') metrics.csrParsingErrors.inc();
       else metrics.csrSignErrors.inc({ error: e.code });

@@ -8,7 +8,7 @@ import { createPublicKey, generateKeyPairSync, randomBytes } from 'node:crypto';
 import fc from 'fast-check';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { CastellanError } from '../../src/platform/errors.ts';
-import { parseAndVerifyCsr, type CsrInfo } from '../../src/pki/csr.ts';
+import { checkCsrShape, parseAndVerifyCsr, type CsrInfo } from '../../src/pki/csr.ts';
 import { craftCsr, ecKey, ext, extReq, h, oid, opensslCsr, peculiarCsr, pem, publicSpki, seq, t, uriSan, SAN_OID } from './helpers.ts';
 
 const ID = 'spiffe://cluster.local/ns/default/sa/web';
@@ -113,11 +113,13 @@ const failCases: FailCase[] = [
   { name: 'fail/signature-not-der', make: () => { const d = derOf(opensslCsr().csrPem); d[d.length - 3]! ^= 0xff; return pem(d); }, code: 'csr.bad_signature' },
 ];
 
+/** Every case's CSR, made once for the describes below. */
+const made = new Map<string, string>();
+beforeAll(async () => {
+  for (const c of [...okCases, ...failCases]) made.set(c.name, await c.make());
+}, 120_000);
+
 describe('parseAndVerifyCsr', () => {
-  const made = new Map<string, string>();
-  beforeAll(async () => {
-    for (const c of [...okCases, ...failCases]) made.set(c.name, await c.make());
-  }, 120_000);
 
   for (const c of okCases) {
     it(c.name, () => {
@@ -146,6 +148,48 @@ describe('parseAndVerifyCsr', () => {
       if (pemText.length > 80) expect((err as Error).message).not.toContain(pemText.slice(40, 80));
     });
   }
+});
+
+describe('checkCsrShape: parseAndVerifyCsr without the public-key operations (the refusal path of a full queue)', () => {
+  // what only importing the key or verifying the signature can tell
+  const onlyKeyOps = (c: { name: string; code: string }): boolean => c.code === 'csr.bad_signature' || c.name === 'fail/point-not-on-curve';
+
+  it('accepts every valid CSR, with the URI SANs parseAndVerifyCsr reads', () => {
+    for (const c of okCases) expect(checkCsrShape(made.get(c.name)!).uriSans, c.name).toEqual(parseAndVerifyCsr(made.get(c.name)!).uriSans);
+  });
+
+  it('refuses every bad CSR with parseAndVerifyCsr\'s error, but those only a key operation can tell', () => {
+    for (const c of failCases) {
+      const p = made.get(c.name)!;
+      if (onlyKeyOps(c)) expect(() => checkCsrShape(p), c.name).not.toThrow();
+      else expect(() => checkCsrShape(p), c.name).toThrow(expect.objectContaining({ kind: 'INVALID_ARGUMENT', code: c.code }));
+    }
+  });
+
+  it('fail/mutated-valid-csr: whatever it refuses, parseAndVerifyCsr refuses the same way', () => {
+    const valid = derOf(opensslCsr({ uris: [ID] }).csrPem);
+    fc.assert(
+      fc.property(fc.nat(valid.length - 1), fc.integer({ min: 1, max: 255 }), (i, x) => {
+        const d = Buffer.from(valid);
+        d[i]! ^= x;
+        let shape: unknown;
+        try {
+          checkCsrShape(pem(d));
+        } catch (e) {
+          shape = e;
+        }
+        if (shape === undefined) return true;
+        let full: unknown;
+        try {
+          parseAndVerifyCsr(pem(d));
+        } catch (e) {
+          full = e;
+        }
+        return shape instanceof CastellanError && full instanceof CastellanError && shape.code === full.code && shape.message === full.message;
+      }),
+      { seed: 1337, numRuns: 1500 },
+    );
+  });
 });
 
 describe('parseAndVerifyCsr: only CastellanError escapes (fast-check, fixed seed)', () => {

@@ -6,6 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { FakeClock } from '../../src/platform/clock.ts';
 import { CastellanError } from '../../src/platform/errors.ts';
 import { silentLogger } from '../../src/platform/logger.ts';
+import { opensslCsr } from '../support/csr.ts';
 import { createCertificate, requestedTtlMs, type CaServiceDeps } from '../../src/server/ca-service.ts';
 import { createCaMetrics } from '../../src/server/metrics.ts';
 import type { SigningAuthority } from '../../src/ca/authority.ts';
@@ -111,8 +112,25 @@ describe('CreateCertificate service logic', () => {
     signer.fail = new CastellanError('INVALID_ARGUMENT', 'csr.malformed', 'bad');
     await expect(createCertificate(d, input())).rejects.toMatchObject({ code: 'csr.malformed' });
     signer.fail = new CastellanError('RESOURCE_EXHAUSTED', 'signer.queue_full', 'busy');
-    await expect(createCertificate(d, input())).rejects.toMatchObject({ kind: 'RESOURCE_EXHAUSTED' });
+    await expect(createCertificate(d, input({ csr: opensslCsr({ uris: ['spiffe://td/ns/a/sa/b'] }).csrPem }))).rejects.toMatchObject({ kind: 'RESOURCE_EXHAUSTED' });
     expect((await d.metrics.csrParsingErrors.get()).values[0]?.value).toBe(1);
     expect((await d.metrics.csrSignErrors.get()).values).toEqual([expect.objectContaining({ labels: { error: 'signer.queue_full' }, value: 1 })]);
+  });
+
+  it('a full queue still names a malformed CSR (no key operation); anything judged after a key operation gets the retryable refusal', async () => {
+    const { d, signer } = deps();
+    signer.fail = new CastellanError('RESOURCE_EXHAUSTED', 'signer.queue_full', 'busy');
+    await expect(createCertificate(d, input({ csr: 'not a CSR' }))).rejects.toMatchObject({ kind: 'INVALID_ARGUMENT', code: 'csr.malformed' });
+    await expect(createCertificate(d, input({ csr: opensslCsr({ rsaBits: 1024 }).csrPem }))).rejects.toMatchObject({ kind: 'INVALID_ARGUMENT', code: 'csr.key_policy' });
+    // another identity is judged after the signature in the signer (which one a CSR with both faults gets
+    // must not depend on the load): the retryable refusal, like a bad signature
+    await expect(createCertificate(d, input({ csr: opensslCsr({ uris: ['spiffe://td/ns/a/sa/other'] }).csrPem }))).rejects.toMatchObject({ kind: 'RESOURCE_EXHAUSTED', code: 'signer.queue_full' });
+    const good = opensslCsr().csrPem;
+    const der = Buffer.from(good.replace(/-----[^-]+-----|\s/g, ''), 'base64');
+    der[der.length - 5] = der[der.length - 5]! ^ 0x41;
+    const badSig = `-----BEGIN CERTIFICATE REQUEST-----\n${der.toString('base64')}\n-----END CERTIFICATE REQUEST-----\n`;
+    await expect(createCertificate(d, input({ csr: badSig }))).rejects.toMatchObject({ kind: 'RESOURCE_EXHAUSTED', code: 'signer.queue_full' });
+    await expect(createCertificate(d, input({ csr: good }))).rejects.toMatchObject({ kind: 'RESOURCE_EXHAUSTED', code: 'signer.queue_full' });
+    expect((await d.metrics.csrParsingErrors.get()).values[0]?.value).toBe(2);
   });
 });

@@ -7,6 +7,9 @@
 import * as grpc from '@grpc/grpc-js';
 import { asCastellanError, type ErrorKind } from '../platform/errors.ts';
 
+/** The trailer that carries a refusal's stable Castellan code (`auth.token_expired`, `csr.malformed`, …). */
+export const ERROR_TRAILER = 'x-castellan-error';
+
 export const STATUS_OF: Record<ErrorKind, grpc.status> = {
   INVALID_ARGUMENT: grpc.status.INVALID_ARGUMENT,
   UNAUTHENTICATED: grpc.status.UNAUTHENTICATED,
@@ -29,6 +32,6 @@ export const STATUS_OF: Record<ErrorKind, grpc.status> = {
 export function toGrpcError(e: unknown): Partial<grpc.StatusObject> & { code: grpc.status; details: string } {
   const err = asCastellanError(e);
   const metadata = new grpc.Metadata();
-  metadata.set('x-castellan-error', err.code);
+  metadata.set(ERROR_TRAILER, err.code);
   return { code: STATUS_OF[err.kind], details: err.message, metadata };
 }

@@ -27,7 +27,7 @@
  */
 import * as http2 from 'node:http2';
 import { TLSSocket } from 'node:tls';
-import type * as grpc from '@grpc/grpc-js';
+import { status, type Server } from '@grpc/grpc-js';
 
 /** One call as the handler sees it. */
 export interface FastUnaryCall {
@@ -41,15 +41,13 @@ export interface FastUnaryCall {
   readonly peer: string;
   /** ms since epoch, from grpc-timeout; undefined without one */
   readonly deadline: number | undefined;
-  /** true once the client has gone (cancelled, reset, connection lost) */
-  readonly cancelled: boolean;
 }
 
 export type FastUnaryReply =
   | { readonly ok: true; readonly message: Uint8Array; readonly headers?: Readonly<Record<string, string>> }
   | {
       readonly ok: false;
-      readonly code: grpc.status;
+      readonly code: status;
       readonly details: string;
       /** response headers (initial metadata): sent ahead of the status, as grpc-js does after sendMetadata */
       readonly headers?: Readonly<Record<string, string>>;
@@ -64,12 +62,6 @@ export interface FastUnaryOptions {
   /** must not throw; a rejection is answered INTERNAL */
   readonly handle: (call: FastUnaryCall) => Promise<FastUnaryReply>;
 }
-
-const OK = 0;
-const INTERNAL = 13;
-const UNIMPLEMENTED = 12;
-const RESOURCE_EXHAUSTED = 8;
-const DEADLINE_EXCEEDED = 4;
 
 const TIMEOUT_UNITS_MS: Record<string, number> = { H: 3_600_000, M: 60_000, S: 1000, m: 1, u: 1e-3, n: 1e-6 };
 const TIMEOUT_RE = /^(\d{1,8})([HMSmun])$/;
@@ -114,7 +106,7 @@ interface GrpcInternals {
  * `server` (call after bindAsync). Returns false, changing nothing, when
  * grpc-js's internals are not the expected ones.
  */
-export function installUnaryFastPath(server: grpc.Server, o: FastUnaryOptions): boolean {
+export function installUnaryFastPath(server: Server, o: FastUnaryOptions): boolean {
   const internals = server as unknown as GrpcInternals;
   const servers = internals.http2Servers;
   if (!(servers instanceof Map) || servers.size === 0) return false;
@@ -202,27 +194,27 @@ function serve(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeade
       const head = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
       const len = head.readUInt32BE(1);
       if (len > o.maxRequestBytes) {
-        refuse(RESOURCE_EXHAUSTED, `Received message larger than max (${len} vs. ${o.maxRequestBytes})`);
+        refuse(status.RESOURCE_EXHAUSTED, `Received message larger than max (${len} vs. ${o.maxRequestBytes})`);
         return;
       }
-      if (have > 5 + len) refuse(UNIMPLEMENTED, `Received a second request message for server unary call ${o.path}`);
+      if (have > 5 + len) refuse(status.UNIMPLEMENTED, `Received a second request message for server unary call ${o.path}`);
     }
   });
   stream.on('end', () => {
     if (refused) return;
     if (have < 5) {
-      trailersOnly(stream, UNIMPLEMENTED, `Received no request message for server unary call ${o.path}`);
+      trailersOnly(stream, status.UNIMPLEMENTED, `Received no request message for server unary call ${o.path}`);
       return;
     }
     const body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, have);
     const len = body.readUInt32BE(1);
     if (have < 5 + len) {
       // the client half-closed inside a message
-      trailersOnly(stream, INTERNAL, 'Received an incomplete request message');
+      trailersOnly(stream, status.INTERNAL, 'Received an incomplete request message');
       return;
     }
     if (body[0] !== 0) {
-      trailersOnly(stream, INTERNAL, 'Received compressed message but "grpc-encoding" header was identity');
+      trailersOnly(stream, status.INTERNAL, 'Received compressed message but "grpc-encoding" header was identity');
       return;
     }
     const socket = stream.session?.socket;
@@ -242,13 +234,10 @@ function serve(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeade
       peerCertDer,
       peer,
       deadline,
-      get cancelled() {
-        return stream.destroyed || stream.closed;
-      },
     };
     o.handle(call).then(
       (r) => reply(stream, r, deadline),
-      () => trailersOnly(stream, INTERNAL, 'internal error'),
+      () => trailersOnly(stream, status.INTERNAL, 'internal error'),
     );
   });
 }
@@ -258,7 +247,7 @@ function reply(stream: http2.ServerHttp2Stream, answer: FastUnaryReply, deadline
 }
 
 function replyNow(stream: http2.ServerHttp2Stream, answer: FastUnaryReply, deadline: number | undefined): void {
-  const r: FastUnaryReply = deadline !== undefined && Date.now() > deadline ? { ok: false, code: DEADLINE_EXCEEDED, details: 'Deadline exceeded', headers: answer.headers } : answer;
+  const r: FastUnaryReply = deadline !== undefined && Date.now() > deadline ? { ok: false, code: status.DEADLINE_EXCEEDED, details: 'Deadline exceeded', headers: answer.headers } : answer;
   if (!r.ok) {
     if (!r.headers) {
       trailersOnly(stream, r.code, r.details, r.trailers);
@@ -274,6 +263,6 @@ function replyNow(stream: http2.ServerHttp2Stream, answer: FastUnaryReply, deadl
   frame.writeUInt32BE(r.message.length, 1);
   frame.set(r.message, 5);
   stream.respond({ ':status': 200, 'content-type': 'application/grpc+proto', 'grpc-accept-encoding': 'identity,deflate,gzip', 'grpc-encoding': 'identity', ...r.headers }, { waitForTrailers: true });
-  stream.once('wantTrailers', () => writingTrailers(stream, { 'grpc-status': String(OK), 'grpc-message': 'OK' }));
+  stream.once('wantTrailers', () => writingTrailers(stream, { 'grpc-status': String(status.OK), 'grpc-message': 'OK' }));
   stream.end(frame);
 }

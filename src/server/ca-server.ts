@@ -10,7 +10,7 @@ import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import { HealthImplementation } from 'grpc-health-check';
 import { IstioCertificateRequestSchema, IstioCertificateResponseSchema, IstioCertificateService, type IstioCertificateRequest, type IstioCertificateResponse } from '../gen/istio/v1/auth/ca_pb.js';
 import { addService, bindServer, shutdownServer } from '../grpc/service.ts';
-import { toGrpcError } from '../grpc/status.ts';
+import { ERROR_TRAILER, STATUS_OF, toGrpcError } from '../grpc/status.ts';
 import { installUnaryFastPath } from '../grpc/unary-fast-path.ts';
 import { MemoryCertificateProvider } from '../grpc/tls-provider.ts';
 import { systemClock, type Clock, type TimerHandle } from '../platform/clock.ts';
@@ -235,7 +235,7 @@ export async function startCaServer(config: ServerConfig, deps: CaServerDeps = {
     'grpc.max_concurrent_streams': 1000,
   });
   /** CreateCertificate for either transport (grpc-js, or the fast path): answered, logged, measured. */
-  type Answer = { ok: true; res: IstioCertificateResponse } | { ok: false; code: grpc.status; details: string; errorCode: string };
+  type Answer = { ok: true; res: IstioCertificateResponse } | { ok: false; err: CastellanError };
   const answerCreate = async (req: IstioCertificateRequest, authorization: string[], peerCertDer: Uint8Array | undefined, peer: string, requestId: string): Promise<Answer> => {
     const started = process.hrtime.bigint();
     let a: Answer;
@@ -251,15 +251,15 @@ export async function startCaServer(config: ServerConfig, deps: CaServerDeps = {
       });
       a = { ok: true, res: create(IstioCertificateResponseSchema, { certChain: res.certChain }) };
     } catch (e) {
-      const g = toGrpcError(e);
-      const level = g.code === grpc.status.INTERNAL ? 'error' : 'warn';
+      const err = asCastellanError(e);
+      const level = err.kind === 'INTERNAL' ? 'error' : 'warn';
       logger[level](
-        { event: 'ca.request_failed', requestId, peer, code: grpc.status[g.code], reason: e instanceof CastellanError ? e.code : 'internal', err: level === 'error' ? e : undefined },
-        g.details,
+        { event: 'ca.request_failed', requestId, peer, code: grpc.status[STATUS_OF[err.kind]], reason: e instanceof CastellanError ? e.code : 'internal', err: level === 'error' ? e : undefined },
+        err.message,
       );
-      a = { ok: false, code: g.code, details: g.details, errorCode: asCastellanError(e).code };
+      a = { ok: false, err };
     }
-    metrics.latency.observe({ code: grpc.status[a.ok ? grpc.status.OK : a.code] ?? String(a.ok ? 0 : a.code) }, Number(process.hrtime.bigint() - started) / 1e9);
+    metrics.latency.observe({ code: grpc.status[a.ok ? grpc.status.OK : STATUS_OF[a.err.kind]] }, Number(process.hrtime.bigint() - started) / 1e9);
     return a;
   };
   addService(server, IstioCertificateService, {
@@ -274,13 +274,8 @@ export async function startCaServer(config: ServerConfig, deps: CaServerDeps = {
       answerCreate(call.request, authorizationOf(call.metadata), call.getAuthContext()?.sslPeerCertificate?.raw, call.getPeer(), requestId).then(
         (a) => {
           sendHeaders();
-          if (a.ok) {
-            callback(null, a.res);
-            return;
-          }
-          const trailers = new grpc.Metadata();
-          trailers.set('x-castellan-error', a.errorCode);
-          callback({ code: a.code, details: a.details, metadata: trailers });
+          if (a.ok) callback(null, a.res);
+          else callback(toGrpcError(a.err));
         },
         (e: unknown) => {
           logger.error({ event: 'ca.handler_crash', requestId, err: e }, 'unexpected error in CreateCertificate');
@@ -354,7 +349,7 @@ export async function startCaServer(config: ServerConfig, deps: CaServerDeps = {
         const a = await answerCreate(req, call.header('authorization'), call.peerCertDer, call.peer, requestId);
         const headers = { 'x-request-id': requestId };
         if (a.ok) return { ok: true, message: toBinary(IstioCertificateResponseSchema, a.res), headers };
-        return { ok: false, code: a.code, details: a.details, headers, trailers: { 'x-castellan-error': a.errorCode } };
+        return { ok: false, code: STATUS_OF[a.err.kind], details: a.err.message, headers, trailers: { [ERROR_TRAILER]: a.err.code } };
       },
     });
   if (config.fastPath && !fastPath) logger.warn({ event: 'server.fast_path_unavailable' }, 'this grpc-js version does not allow the CreateCertificate fast path; grpc-js serves it');

@@ -8,6 +8,9 @@
  * goroutine per core. Issuers: ECDSA P-256 and RSA-2048; CSRs: P-256.
  * Skips (exit 0, with a message) when `go` is not installed.
  *
+ * Both sides run in VS_GO_ROUNDS interleaved rounds (5; the order alternates);
+ * the ratio printed is the median of the per-round ratios, with its range.
+ *
  *   node_modules/.bin/node bench/vs-go/run.ts      (VS_GO_N=... to scale)
  */
 import { execFileSync } from 'node:child_process';
@@ -46,40 +49,55 @@ try {
     return rate(r.n, r.wallSec, r.cpuSec);
   };
 
-  const results: Record<string, unknown> = {};
-  const rows: (string | number)[][] = [['issuer / mode', 'Castellan/s', 'Castellan/CPU-s', 'Go/s', 'Go/CPU-s', 'ratio per CPU-s']];
+  // One pass is two numbers measured seconds apart on a shared VM, where either side can
+  // lose 20 % to a neighbour. So both sides run in interleaved rounds (the order alternates)
+  // and the ratio is the median of the per-round ratios, printed with its range.
+  const ROUNDS = Math.max(1, Number(process.env.VS_GO_ROUNDS ?? 5));
+  const median = (xs: number[]): number => {
+    const s = [...xs].sort((a, b) => a - b);
+    return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+  };
+  const total = (rs: Rate[]): Rate => rate(rs.reduce((a, r) => a + r.n, 0), rs.reduce((a, r) => a + r.wallSec, 0), rs.reduce((a, r) => a + r.cpuSec, 0));
+  const results: Record<string, unknown> = { rounds: ROUNDS };
+  const rows: (string | number)[][] = [['issuer / mode', 'Castellan/s', 'Castellan/CPU-s', 'Go/s', 'Go/CPU-s', 'ratio per CPU-s: median', 'rounds min-max']];
   for (const keyType of ['ec-p256', 'rsa-2048'] as BenchKeyType[]) {
     const ca = await makeBenchCa(keyType);
     const caCert = join(dir, `${keyType}.crt`);
     const caKey = join(dir, `${keyType}.key`);
     writeFileSync(caCert, ca.certPem);
     writeFileSync(caKey, ca.keyPem, { mode: 0o600 });
-    const n = Math.round((keyType === 'rsa-2048' ? 3000 : 10000) * SCALE);
-
-    // per core
-    const castOne = measureSync(n, (i) => {
-      issueFromCsr(ca.material, { csrPem: csrs[i % csrs.length]!, spiffeId: BENCH_ID, ttlMs: 3600_000, now: Date.now() });
-    });
-    const goOne = runGo(caCert, caKey, n, 1);
-
-    // all cores
+    const n = Math.round((keyType === 'rsa-2048' ? 1500 : 5000) * SCALE);
+    const nAll = n * cores;
     const signer = new BatchSigner({ workers: cores, maxBatchSize: 32, maxBatchWaitMs: 1, maxQueue: 1_000_000 });
     signer.setIssuer(ca.material);
     await Promise.all(Array.from({ length: 200 }, (_, i) => signer.issue({ csrPem: csrs[i % csrs.length]!, spiffeId: BENCH_ID, ttlMs: 3600_000 }))); // warm the workers
-    const nAll = n * cores;
-    const castAll = await measureAsync(nAll, async () => {
+    // per core: issueFromCsr on this thread vs GOMAXPROCS=1; all cores: BatchSigner vs one goroutine per core
+    const castOne = (): Rate => measureSync(n, (i) => {
+      issueFromCsr(ca.material, { csrPem: csrs[i % csrs.length]!, spiffeId: BENCH_ID, ttlMs: 3600_000, now: Date.now() });
+    });
+    const castAll = (): Promise<Rate> => measureAsync(nAll, async () => {
       await Promise.all(Array.from({ length: nAll }, (_, i) => signer.issue({ csrPem: csrs[i % csrs.length]!, spiffeId: BENCH_ID, ttlMs: 3600_000 })));
     });
-    await signer.close();
-    const goAll = runGo(caCert, caKey, nAll, cores);
-
-    for (const [mode, c, g] of [['1 core', castOne, goOne], [`${cores} cores`, castAll, goAll]] as const) {
-      rows.push([`${keyType} / ${mode}`, c.perSec, c.perCpuSec, g.perSec, g.perCpuSec, `${(c.perCpuSec / g.perCpuSec).toFixed(2)}x`]);
+    const got = { one: { c: [] as Rate[], g: [] as Rate[] }, all: { c: [] as Rate[], g: [] as Rate[] } };
+    for (let r = 0; r < ROUNDS; r++) {
+      if (r % 2 === 0) {
+        got.one.c.push(castOne()); got.one.g.push(runGo(caCert, caKey, n, 1));
+        got.all.c.push(await castAll()); got.all.g.push(runGo(caCert, caKey, nAll, cores));
+      } else {
+        got.one.g.push(runGo(caCert, caKey, n, 1)); got.one.c.push(castOne());
+        got.all.g.push(runGo(caCert, caKey, nAll, cores)); got.all.c.push(await castAll());
+      }
     }
-    results[keyType] = {
-      perCore: { castellan: castOne, go: goOne, ratioPerCpuSec: castOne.perCpuSec / goOne.perCpuSec },
-      allCores: { castellan: castAll, go: goAll, ratioPerCpuSec: castAll.perCpuSec / goAll.perCpuSec },
-    };
+    await signer.close();
+    const summary: Record<string, unknown> = {};
+    for (const [key, mode] of [['one', '1 core'], ['all', `${cores} cores`]] as const) {
+      const { c, g } = got[key];
+      const ratios = c.map((x, i) => x.perCpuSec / g[i]!.perCpuSec);
+      const ct = total(c), gt = total(g);
+      rows.push([`${keyType} / ${mode}`, ct.perSec, ct.perCpuSec, gt.perSec, gt.perCpuSec, `${median(ratios).toFixed(2)}x`, `${Math.min(...ratios).toFixed(2)}-${Math.max(...ratios).toFixed(2)}x`]);
+      summary[key === 'one' ? 'perCore' : 'allCores'] = { castellan: ct, go: gt, ratioPerCpuSec: median(ratios), ratioMin: Math.min(...ratios), ratioMax: Math.max(...ratios), ratios };
+    }
+    results[keyType] = summary;
   }
   console.log('issuance: PEM CSR in -> parse + proof of possession + identity check + sign -> PEM leaf out');
   table(rows);

@@ -11,7 +11,8 @@
  *   cut      the same, and at close cut the native handle's links to the stream
  *   clear    the same, and after close clear the stream's own fields
  *
- *   node_modules/.bin/node bench/h2-scavenge.ts       (not part of npm run bench)
+ *   node_modules/.bin/node bench/h2-scavenge.ts       (not part of npm run bench;
+ *   CHILD_NODE_ARGS="--max-semi-space-size=2" passes V8 flags to the server)
  */
 import { spawn } from 'node:child_process';
 import http2 from 'node:http2';
@@ -55,7 +56,7 @@ if (process.argv[2] === 'serve') {
 } else {
   const rows: string[] = [];
   for (const variant of ['plain', 'cut', 'clear']) {
-    const child = spawn(process.execPath, ['--trace-gc-nvp', fileURLToPath(import.meta.url), 'serve', variant], { stdio: ['ignore', 'pipe', 'inherit', 'ipc'] });
+    const child = spawn(process.execPath, ['--trace-gc-nvp', ...(process.env.CHILD_NODE_ARGS ?? '').split(' ').filter(Boolean), fileURLToPath(import.meta.url), 'serve', variant], { stdio: ['ignore', 'pipe', 'inherit', 'ipc'] });
     let out = '';
     child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
     const port = await new Promise<number>((res) => child.once('message', (m) => res(m as number)));

@@ -220,6 +220,57 @@ describe('unary fast path', () => {
     await expectServing();
   });
 
+  it('clients that reset calls or drop connections at any moment, against answers at any moment, never take the server down', async () => {
+    // The fast path lets go of its listeners at 'close' (the 'error' one too); whatever comes
+    // after (a late answer, a reset, a lost session) must find nothing to throw on.
+    const errors: unknown[] = [];
+    const onUncaught = (e: unknown): void => void errors.push(e);
+    process.on('uncaughtException', onUncaught);
+    process.on('unhandledRejection', onUncaught);
+    let n = 0;
+    try {
+      await fc.assert(
+        fc.asyncProperty(
+          fc.array(fc.record({ cutAfterMs: fc.integer({ min: 0, max: 8 }), answerAfterMs: fc.integer({ min: 0, max: 12 }), cut: fc.constantFrom('reset', 'drop-connection', 'none') }), { minLength: 10, maxLength: 25 }),
+          async (calls) => {
+            const s = http2.connect(`https://localhost:${port}`, { ca: caPem });
+            s.on('error', () => undefined);
+            try {
+              await Promise.all(
+                calls.map(async (c) => {
+                  const text = `stress-${n++}`;
+                  answers.set(text, async () => {
+                    await new Promise((r) => setTimeout(r, c.answerAfterMs));
+                    return { ok: true, message: Buffer.from(text) };
+                  });
+                  const req = s.request({ ':method': 'POST', ':path': FAST, 'content-type': 'application/grpc', te: 'trailers' });
+                  req.on('error', () => undefined);
+                  req.resume();
+                  req.end(frame(Buffer.from(text)));
+                  const ended = new Promise((r) => req.once('close', r));
+                  await new Promise((r) => setTimeout(r, c.cutAfterMs));
+                  if (c.cut === 'reset' && !req.closed) req.close(http2.constants.NGHTTP2_CANCEL);
+                  if (c.cut === 'drop-connection') s.destroy();
+                  await ended;
+                  answers.delete(text);
+                }),
+              );
+            } finally {
+              s.destroy();
+            }
+          },
+        ),
+        { numRuns: 8 },
+      );
+      await new Promise((r) => setTimeout(r, 50)); // late answers land
+    } finally {
+      process.off('uncaughtException', onUncaught);
+      process.off('unhandledRejection', onUncaught);
+    }
+    expect(errors).toEqual([]);
+    await expectServing();
+  });
+
   it('frames a client should never send get grpc-js\'s answers, and the handler never sees them', async () => {
     seen.fast.length = 0;
     expect(statusOf(await rawCall(FAST, Buffer.alloc(0)))[0]).toBe('12'); // no message

@@ -38,6 +38,8 @@ const SIG_ALGS: Record<string, { hash: string; key: 'ec' | 'rsa' }> = {
   '1.2.840.113549.1.1.13': { hash: 'sha512', key: 'rsa' },
 };
 const NULL = hex('0500');
+const VERSION_0 = hex('020100');
+const RSA_E_65537 = hex('0203010001');
 const PEM_RE = /^\s*-----BEGIN CERTIFICATE REQUEST-----\r?\n([A-Za-z0-9+/\r\n]+={0,2})\r?\n?-----END CERTIFICATE REQUEST-----\s*$/;
 
 function keyPolicy(msg: string): CastellanError {
@@ -104,7 +106,7 @@ function parseSpki(buf: Uint8Array, spki: Tlv, importKey: boolean): ParsedKey {
     const nBytes = n.end - nStart;
     const keyBits = nBytes * 8 - Math.clz32(buf[nStart]!) + 24;
     if (keyBits < 2048 || keyBits > 4096) throw keyPolicy(`RSA key of ${keyBits} bits (allowed: 2048 to 4096)`);
-    if (!bytesEqual(buf, e, hex('0203010001'))) throw keyPolicy('RSA public exponent must be 65537');
+    if (!bytesEqual(buf, e, RSA_E_65537)) throw keyPolicy('RSA public exponent must be 65537');
     let key: KeyObject | undefined;
     try {
       if (importKey) key = importSpki(buf, spki);
@@ -196,7 +198,7 @@ function parseCsr(pem: string, importKey: boolean): ParsedCsr {
   validateTree(der, cri, 'certification request info');
   const [version, subject, spki, attrs, ...more] = children(der, expectTag(cri, 0x30, 'certification request info'), 'certification request info');
   if (!version || !subject || !spki || more.length) throw malformed('certification request info has the wrong number of elements');
-  if (!bytesEqual(der, version, hex('020100'))) throw malformed('version must be 0');
+  if (!bytesEqual(der, version, VERSION_0)) throw malformed('version must be 0');
   expectTag(subject, 0x30, 'subject');
   if (attrs && attrs.tag !== 0xa0) throw malformed('attributes must be tagged [0]');
   const key = parseSpki(der, spki, importKey);

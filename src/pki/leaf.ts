@@ -20,6 +20,8 @@ const EXT_EKU = hex('301d0603551d250416301406082b0601050507030106082b06010505070
 const EXT_BASIC_CONSTRAINTS = hex('300c0603551d130101ff04023000');
 const VERSION_V3 = hex('a003020102');
 const EMPTY_NAME = hex('3000');
+const EXT_ID_SKI = hex('0603551d0e');
+const EXT_ID_SAN_CRITICAL = hex('0603551d110101ff');
 const OID_SKI = '2.5.29.14';
 
 interface SigAlg {
@@ -135,8 +137,8 @@ export class LeafTemplate {
     const spkiTlv = readTlv(f.spki, 0, f.spki.length, 'public key');
     const bits = children(f.spki, spkiTlv, 'public key')[1]!;
     const ski = hash('sha1', f.spki.subarray(bits.valueStart + 1, bits.end), 'buffer');
-    const skiExt = tlv(0x30, hex('0603551d0e'), tlv(0x04, tlv(0x04, ski)));
-    const sanExt = tlv(0x30, hex('0603551d110101ff'), tlv(0x04, tlv(0x30, tlv(0x86, Buffer.from(f.spiffeId, 'latin1')))));
+    const skiExt = tlv(0x30, EXT_ID_SKI, tlv(0x04, tlv(0x04, ski)));
+    const sanExt = tlv(0x30, EXT_ID_SAN_CRITICAL, tlv(0x04, tlv(0x30, tlv(0x86, Buffer.from(f.spiffeId, 'latin1')))));
     return tlv(
       0x30,
       VERSION_V3,

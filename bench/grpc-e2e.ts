@@ -24,7 +24,7 @@ import { tempDir } from '../test/support/tmp.ts';
 import { goUnavailable, grpcGoBinary, startBenchServer, startGoBaselineServer, type BenchServer, type LoadgenKind } from './lib/e2e.ts';
 import { BENCH_ID, makeBenchCa, makeCsrs } from './lib/fixtures.ts';
 import { goBuild, goVersion } from './lib/measure.ts';
-import { percentile, processRssBytes } from './lib/proc.ts';
+import { median, percentile, processRssBytes } from './lib/proc.ts';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 6);
 
@@ -63,10 +63,6 @@ async function phase(server: BenchServer, job: Record<string, unknown>): Promise
   return { rate: r.done / sec, p50: percentile(r.latenciesMs, 50), p99: percentile(r.latenciesMs, 99), errors: r.errors, perCpu: r.done / r.serverCpu, cores: r.serverCpu / sec };
 }
 
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
 const range = (xs: number[]): [number, number] => [Math.min(...xs), Math.max(...xs)];
 
 /**

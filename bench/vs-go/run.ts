@@ -21,6 +21,7 @@ import { issueFromCsr } from '../../src/ca/issue.ts';
 import { BatchSigner } from '../../src/ca/signer/index.ts';
 import { BENCH_ID, makeBenchCa, makeCsrs, type BenchKeyType } from '../lib/fixtures.ts';
 import { goBuild, goVersion, machine, measureAsync, measureSync, rate, table, type Rate } from '../lib/measure.ts';
+import { median } from '../lib/proc.ts';
 
 const go = goVersion();
 if (!go) {
@@ -53,10 +54,6 @@ try {
   // lose 20 % to a neighbour. So both sides run in interleaved rounds (the order alternates)
   // and the ratio is the median of the per-round ratios, printed with its range.
   const ROUNDS = Math.max(1, Number(process.env.VS_GO_ROUNDS ?? 5));
-  const median = (xs: number[]): number => {
-    const s = [...xs].sort((a, b) => a - b);
-    return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-  };
   const total = (rs: Rate[]): Rate => rate(rs.reduce((a, r) => a + r.n, 0), rs.reduce((a, r) => a + r.wallSec, 0), rs.reduce((a, r) => a + r.cpuSec, 0));
   const results: Record<string, unknown> = { rounds: ROUNDS };
   const rows: (string | number)[][] = [['issuer / mode', 'Castellan/s', 'Castellan/CPU-s', 'Go/s', 'Go/CPU-s', 'ratio per CPU-s: median', 'rounds min-max']];

@@ -6,8 +6,8 @@
  * does no work at all answers 800 unary calls/s with a p99 of 7-12 ms; the
  * same exchange on node:http2 directly has a p99 of 3 ms and costs ~100 us of
  * CPU less per call. bench/grpc-e2e.ts runs the CA both ways in the same
- * rounds (the second with `--no-fast-path`): 1.16x the issuances per server
- * CPU-second, and a third of the p99 at half of peak. CreateCertificate is
+ * rounds (the second with `--no-fast-path`): 1.07-1.16x the issuances per
+ * server CPU-second, and a third of the p99 at half of peak. CreateCertificate is
  * the one method where that matters.
  *
  * What: the `stream` listener grpc-js put on its http2 server is wrapped.

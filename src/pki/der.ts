@@ -67,29 +67,41 @@ export function children(buf: Uint8Array, parent: Tlv, what: string, max = 64): 
 export function validateTree(buf: Uint8Array, t: Tlv, what: string, depth = 0): void {
   if (depth > 16) throw malformed(`${what}: nested too deeply`);
   if ((t.tag & 0x20) === 0) return;
-  for (const c of children(buf, t, what, 1024)) validateTree(buf, c, what, depth + 1);
+  // children()'s walk without its array: this runs over every node of every CSR
+  let n = 0;
+  for (let p = t.valueStart; p < t.end; ) {
+    if (++n > 1024) throw malformed(`${what}: too many elements`);
+    const c = readTlv(buf, p, t.end, what);
+    validateTree(buf, c, what, depth + 1);
+    p = c.end;
+  }
 }
 
 /**
- * Decoded OIDs by their content bytes (latin1): a CSR names the same few
- * OIDs over and over. Only bytes that decoded cleanly are cached, and the
- * cache is emptied when full, so hostile input cannot grow it.
+ * Decoded OIDs by a hash of their content bytes, each entry holding its bytes
+ * to compare: a CSR names the same few OIDs over and over, and the lookup
+ * allocates nothing. Only bytes that decoded cleanly are cached, a colliding
+ * entry is replaced, and the cache is emptied when full, so hostile input
+ * cannot grow it.
  */
-const oidCache = new Map<string, string>();
+const oidCache = new Map<number, { bytes: Uint8Array; dotted: string }>();
 
 /** Dotted form of an OID value; arcs bounded to 2^53 and 32 arcs. */
 export function oidString(buf: Uint8Array, t: Tlv, what: string): string {
   if (t.tag !== 0x06) throw malformed(`${what}: expected an OBJECT IDENTIFIER`);
   const len = t.end - t.valueStart;
   if (len === 0 || len > 64) throw malformed(`${what}: OBJECT IDENTIFIER has a bad length`);
-  const key = len <= 16 ? Buffer.from(buf.buffer, buf.byteOffset + t.valueStart, len).toString('latin1') : undefined;
-  const hit = key === undefined ? undefined : oidCache.get(key);
-  if (hit !== undefined) return hit;
-  const dotted = decodeOid(buf, t, what);
-  if (key !== undefined) {
-    if (oidCache.size >= 256) oidCache.clear();
-    oidCache.set(key, dotted);
+  let key = len;
+  for (let i = t.valueStart; i < t.end; i++) key = Math.imul(key ^ buf[i]!, 0x01000193); // FNV-1a
+  const hit = oidCache.get(key);
+  if (hit !== undefined && hit.bytes.length === len) {
+    let same = true;
+    for (let i = 0; i < len && same; i++) same = hit.bytes[i] === buf[t.valueStart + i];
+    if (same) return hit.dotted;
   }
+  const dotted = decodeOid(buf, t, what);
+  if (oidCache.size >= 256) oidCache.clear();
+  oidCache.set(key, { bytes: buf.slice(t.valueStart, t.end), dotted });
   return dotted;
 }
 

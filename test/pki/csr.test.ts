@@ -54,6 +54,20 @@ const okCases: OkCase[] = [
   { name: 'ok/crlf-line-endings', make: () => opensslCsr().csrPem.replace(/\n/g, '\r\n'), expect: { keyType: 'ec-p256' } },
 ];
 
+const B64 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/';
+/** A CSR whose base64 body ends in padding (ECDSA signatures vary in length, so a few tries at most). */
+function paddedCsr(): string {
+  for (;;) {
+    const p = opensslCsr().csrPem;
+    if (/=\r?\n-----END/.test(p)) return p;
+  }
+}
+/** The same DER bits but one: the last character before the padding gets a set unused bit. */
+function bumpLastDataChar(p: string): string {
+  const i = p.search(/=+\r?\n-----END/) - 1;
+  return p.slice(0, i) + B64[(B64.indexOf(p[i]!) + 1) % 64]! + p.slice(i + 1);
+}
+
 const failCases: FailCase[] = [
   { name: 'fail/empty', make: () => '', code: 'csr.malformed' },
   { name: 'fail/not-pem', make: () => 'hello', code: 'csr.malformed' },
@@ -61,6 +75,9 @@ const failCases: FailCase[] = [
   { name: 'fail/two-pem-blocks', make: () => { const a = opensslCsr().csrPem; return a + a; }, code: 'csr.malformed' },
   { name: 'fail/text-after-block', make: () => opensslCsr().csrPem + 'junk\n', code: 'csr.malformed' },
   { name: 'fail/bad-base64', make: () => opensslCsr().csrPem.replace(/\n(.)/, '\n!$1'), code: 'csr.malformed' },
+  { name: 'fail/base64-padding-missing', make: () => paddedCsr().replace(/=+(\r?\n-----END)/, '$1'), code: 'csr.malformed' },
+  { name: 'fail/base64-unused-bits-set', make: () => bumpLastDataChar(paddedCsr()), code: 'csr.malformed' },
+  { name: 'fail/base64-stray-character', make: () => opensslCsr().csrPem.replace(/\n(.)/, '\nA$1'), code: 'csr.malformed' },
   { name: 'fail/too-large', make: () => pem(Buffer.alloc(20_000, 0x30)), code: 'csr.malformed' },
   { name: 'fail/trailing-bytes', make: () => pem(Buffer.concat([derOf(opensslCsr().csrPem), Buffer.of(0)])), code: 'csr.malformed' },
   { name: 'fail/truncated', make: () => { const d = derOf(opensslCsr().csrPem); return pem(d.subarray(0, d.length - 1)); }, code: 'csr.malformed' },

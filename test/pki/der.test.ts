@@ -1,5 +1,6 @@
 /** The strict DER reader (src/pki/der.ts): each defect is a csr.malformed CastellanError, never a crash. */
 import { describe, expect, it } from 'vitest';
+import fc from 'fast-check';
 import { children, oidString, readTlv, validateTree } from '../../src/pki/der.ts';
 import { h, oid } from './helpers.ts';
 
@@ -70,4 +71,45 @@ describe('oidString', () => {
     ['fail/not-an-oid', h('0401aa'), /OBJECT IDENTIFIER/],
   ];
   for (const [name, b, re] of fail) it(name, () => expect(() => read(b)).toThrow(re));
+  // The decode cache (hashed bytes, compared on a hit, emptied at 256 entries) must answer
+  // exactly what a fresh decode does, also for OIDs that differ in one byte and at any offset.
+  it('ok/cached-answers-equal-fresh-decodes', () => {
+    const arcs = fc.tuple(fc.integer({ min: 0, max: 2 }), fc.integer({ min: 0, max: 39 }), fc.array(fc.integer({ min: 0, max: 2 ** 32 }), { maxLength: 8 }));
+    fc.assert(
+      fc.property(fc.array(arcs, { minLength: 1, maxLength: 40 }), fc.integer({ min: 0, max: 7 }), (list, pad) => {
+        for (const [a, b, rest] of [...list, ...list]) {
+          const o = [a, b, ...rest].join('.');
+          const der = Buffer.concat([Buffer.alloc(pad), oid(o)]);
+          expect(oidString(der, readTlv(der, pad, der.length, 'oid'), 'oid')).toBe(o);
+        }
+      }),
+      { seed: Number(process.env.FC_SEED ?? 7), numRuns: 200 },
+    );
+  });
+  // White box: two OIDs of the same length whose bytes hash alike (FNV-1a as in der.ts, found
+  // by a birthday search) must each still get their own answer.
+  it('ok/hash-collision-answers-each-its-own', () => {
+    const fnv = (b: Buffer): number => {
+      let k = b.length - 2;
+      for (let i = 2; i < b.length; i++) k = Math.imul(k ^ b[i]!, 0x01000193);
+      return k;
+    };
+    const arc3 = (v: number): number[] => [0x80 | (v >> 14), 0x80 | ((v >> 7) & 0x7f), v & 0x7f];
+    const seen = new Map<number, string>();
+    let pair: [string, string] | undefined;
+    let x = 12345;
+    for (let n = 0; n < 2_000_000 && !pair; n++) {
+      x = (Math.imul(x, 1103515245) + 12345) >>> 0; // seeded LCG: the same search every run
+      const [a1, a2] = [2 ** 14 + (x % 2 ** 20), 2 ** 14 + ((x >>> 11) % 2 ** 20)];
+      const o = `1.2.${a1}.${a2}`;
+      const k = fnv(Buffer.from([0x06, 7, 0x2a, ...arc3(a1), ...arc3(a2)]));
+      const other = seen.get(k);
+      if (other && other !== o) pair = [other, o];
+      else seen.set(k, o);
+    }
+    expect(pair).toBeDefined();
+    const [a, b] = pair!;
+    expect(fnv(oid(a))).toBe(fnv(oid(b)));
+    for (const o of [a, b, a, b]) expect(read(oid(o))).toBe(o);
+  });
 });

@@ -135,26 +135,30 @@ export function bytesEqual(buf: Uint8Array, t: Tlv, expected: Uint8Array): boole
 
 // ---- writing ----
 
-export function lengthBytes(n: number): Uint8Array {
-  if (n < 0x80) return Uint8Array.of(n);
-  if (n < 0x100) return Uint8Array.of(0x81, n);
-  if (n < 0x10000) return Uint8Array.of(0x82, n >> 8, n & 0xff);
-  return Uint8Array.of(0x83, n >> 16, (n >> 8) & 0xff, n & 0xff);
+/** Size of a DER length field for a value of `n` bytes (n < 2^24). */
+export function lengthSize(n: number): number {
+  return n < 0x80 ? 1 : n < 0x100 ? 2 : n < 0x10000 ? 3 : 4;
 }
 
-/** Encodes tag + length + the concatenation of `parts`, in one allocation (hot path). */
+/** Writes the tag and the DER length of an `n`-byte value at `pos`; returns the offset of the value. */
+export function putHeader(out: Uint8Array, pos: number, tag: number, n: number): number {
+  out[pos++] = tag;
+  const size = lengthSize(n);
+  if (size === 1) {
+    out[pos++] = n;
+    return pos;
+  }
+  out[pos++] = 0x80 | (size - 1);
+  for (let shift = (size - 2) * 8; shift >= 0; shift -= 8) out[pos++] = (n >>> shift) & 0xff;
+  return pos;
+}
+
+/** Encodes tag + length + the concatenation of `parts`, in one allocation. */
 export function tlv(tag: number, ...parts: Uint8Array[]): Buffer {
   let len = 0;
   for (const p of parts) len += p.length;
-  const hdr = len < 0x80 ? 2 : len < 0x100 ? 3 : len < 0x10000 ? 4 : 5;
-  const out = Buffer.allocUnsafe(hdr + len);
-  out[0] = tag;
-  if (hdr === 2) out[1] = len;
-  else {
-    out[1] = 0x80 | (hdr - 2);
-    for (let i = hdr - 1, v = len; i >= 2; i--, v >>>= 8) out[i] = v & 0xff;
-  }
-  let pos = hdr;
+  const out = Buffer.allocUnsafe(1 + lengthSize(len) + len);
+  let pos = putHeader(out, 0, tag, len);
   for (const p of parts) {
     out.set(p, pos);
     pos += p.length;

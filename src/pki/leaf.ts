@@ -13,7 +13,7 @@
  */
 import { createPrivateKey, hash, randomFillSync, sign, X509Certificate, type KeyObject } from 'node:crypto';
 import { CastellanError } from '../platform/errors.ts';
-import { children, expectTag, hex, readTlv, tlv, oidString } from './der.ts';
+import { children, expectTag, hex, lengthSize, oidString, putHeader, readTlv, tlv } from './der.ts';
 
 const EXT_KEY_USAGE = hex('300e0603551d0f0101ff0404030205a0');
 const EXT_EKU = hex('301d0603551d250416301406082b0601050507030106082b06010505070302');
@@ -69,31 +69,6 @@ export function subjectName(certDer: Uint8Array): Buffer {
   const i = parts[0]!.tag === 0xa0 ? 5 : 4;
   const subject = expectTag(parts[i]!, 0x30, 'issuer subject');
   return Buffer.from(certDer.subarray(subject.start, subject.end));
-}
-
-/** Size of a DER length field for a value of `n` bytes. */
-function lengthSize(n: number): number {
-  return n < 0x80 ? 1 : n < 0x100 ? 2 : n < 0x10000 ? 3 : 4;
-}
-
-/** Writes tag and length at `pos`; returns the offset of the value. */
-function putHeader(out: Buffer, pos: number, tag: number, n: number): number {
-  out[pos++] = tag;
-  if (n < 0x80) out[pos++] = n;
-  else if (n < 0x100) {
-    out[pos++] = 0x81;
-    out[pos++] = n;
-  } else if (n < 0x10000) {
-    out[pos++] = 0x82;
-    out[pos++] = n >> 8;
-    out[pos++] = n & 0xff;
-  } else {
-    out[pos++] = 0x83;
-    out[pos++] = n >> 16;
-    out[pos++] = (n >> 8) & 0xff;
-    out[pos++] = n & 0xff;
-  }
-  return pos;
 }
 
 function put2(out: Buffer, pos: number, n: number): number {
@@ -214,6 +189,7 @@ export class LeafTemplate {
     const namesLen = 1 + lengthSize(gnLen) + gnLen;
     const sanBody = EXT_ID_SAN_CRITICAL.length + 1 + lengthSize(namesLen) + namesLen;
     const extsBody = this.extsToSki.length + ski.length + this.akiExt.length + 1 + lengthSize(sanBody) + sanBody;
+    const extsSeq = 1 + lengthSize(extsBody) + extsBody;
     const serialLen = f.serial.length;
     const notBefore = timeDer(f.notBefore);
     const notAfter = timeDer(f.notAfter);
@@ -221,7 +197,7 @@ export class LeafTemplate {
     const body =
       VERSION_V3.length + 1 + lengthSize(serialLen) + serialLen + this.algAndIssuer.length +
       1 + lengthSize(validityBody) + validityBody + EMPTY_NAME.length + f.spki.length +
-      1 + lengthSize(1 + lengthSize(extsBody) + extsBody) + 1 + lengthSize(extsBody) + extsBody;
+      1 + lengthSize(extsSeq) + extsSeq;
     const out = Buffer.allocUnsafe(1 + lengthSize(body) + body);
     let pos = putHeader(out, 0, 0x30, body);
     pos += VERSION_V3.copy(out, pos);
@@ -234,7 +210,7 @@ export class LeafTemplate {
     pos += EMPTY_NAME.copy(out, pos);
     out.set(f.spki, pos);
     pos += f.spki.length;
-    pos = putHeader(out, pos, 0xa3, 1 + lengthSize(extsBody) + extsBody);
+    pos = putHeader(out, pos, 0xa3, extsSeq);
     pos = putHeader(out, pos, 0x30, extsBody);
     pos += this.extsToSki.copy(out, pos);
     pos += ski.copy(out, pos);

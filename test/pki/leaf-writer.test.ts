@@ -1,7 +1,8 @@
 /**
  * LeafTemplate writes the TBSCertificate and the certificate in one pass, with
  * lengths computed up front. These properties check it byte for byte against
- * an oracle that nests der.ts's tlv() the plain way, over what varies per
+ * an oracle that nests TLVs the plain way (with its own length encoder, not
+ * der.ts's, which the writer shares), over what varies per
  * certificate: identities of 1 to 3 000 bytes (every DER length form), times
  * from 1950 to 9999 (UTCTime and GeneralizedTime), serials of 1 to 20 bytes
  * and P-256, P-384 and RSA public keys.
@@ -9,9 +10,18 @@
 import { createHash, createPublicKey, generateKeyPairSync, verify } from 'node:crypto';
 import fc from 'fast-check';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { children, hex, readTlv, tlv } from '../../src/pki/der.ts';
+import { children, hex, readTlv } from '../../src/pki/der.ts';
 import { encodeTime, LeafTemplate, subjectKeyId, subjectName, type LeafFields } from '../../src/pki/leaf.ts';
 import { makeCa, type TestCa } from './helpers.ts';
+
+/** DER TLV, written the textbook way: short form below 128, else 0x80 | count, then big-endian bytes. */
+function tlv(tag: number, ...parts: Uint8Array[]): Buffer {
+  const value = Buffer.concat(parts);
+  const n = value.length;
+  const len: number[] = [];
+  for (let v = n; v > 0; v = Math.floor(v / 256)) len.unshift(v % 256);
+  return Buffer.concat([Buffer.from([tag]), Buffer.from(n < 0x80 ? [n] : [0x80 | len.length, ...len]), value]);
+}
 
 const FC = { seed: Number(process.env.FC_SEED ?? 20261201), numRuns: 200 };
 

@@ -254,7 +254,7 @@ export async function startCaServer(config: ServerConfig, deps: CaServerDeps = {
       const err = asCastellanError(e);
       const level = err.kind === 'INTERNAL' ? 'error' : 'warn';
       logger[level](
-        { event: 'ca.request_failed', requestId, peer, code: grpc.status[STATUS_OF[err.kind]], reason: e instanceof CastellanError ? e.code : 'internal', err: level === 'error' ? e : undefined },
+        { event: 'ca.request_failed', requestId, peer, code: grpc.status[STATUS_OF[err.kind]], reason: err.code, err: level === 'error' ? e : undefined },
         err.message,
       );
       a = { ok: false, err };

@@ -136,25 +136,14 @@ export async function runGrpcE2e(): Promise<Record<string, unknown>> {
   if (!go) console.log(`  (Go comparisons skipped: ${goUnavailable()})`);
   // E2E_SERVER_ARGS="--signer-workers 1" tries other server settings.
   const extra = (process.env.E2E_SERVER_ARGS ?? '').split(' ').filter(Boolean);
-  // The same server with CreateCertificate left to grpc-js (--no-fast-path), in the same rounds:
-  // what src/grpc/unary-fast-path.ts buys, measured. E2E_GRPCJS=0 leaves it out.
-  const withGrpcJs = process.env.E2E_GRPCJS !== '0';
   const servers: BenchServer[] = [await startBenchServer({ identities: 500, loadgen, extraArgs: extra })];
   try {
-    if (withGrpcJs) servers.push(await startBenchServer({ identities: 500, loadgen, extraArgs: [...extra, '--no-fast-path'] }));
     if (go) servers.push(await startGoBaselineServer({ identities: 500, loadgen }));
     const figures = await sideBySide(servers);
     const castellan = figures[0];
-    const grpcJsOnly = withGrpcJs ? figures[1] : undefined;
     const baseline = go ? figures.at(-1) : undefined;
-    report('Castellan (castellan server: CreateCertificate fast path on node:http2, batched signer)', castellan!);
+    report('Castellan (castellan server: grpc-js, batched signer)', castellan!);
     const out: Record<string, unknown> = { loadgen, rounds: ROUNDS, ...castellan };
-    if (grpcJsOnly) {
-      report('Castellan --no-fast-path (CreateCertificate through grpc-js)', grpcJsOnly);
-      const gain = castellan!.perServerCpuSecond / grpcJsOnly.perServerCpuSecond;
-      console.log(`  fast path / grpc-js per server CPU-second: ${gain.toFixed(2)}x; half-peak p99 ${castellan!.halfP99Ms.toFixed(1)} vs ${grpcJsOnly.halfP99Ms.toFixed(1)} ms`);
-      Object.assign(out, { grpcJsOnly, ratioFastPathVsGrpcJs: gain });
-    }
     if (baseline) {
       report('Go baseline (bench/grpc-go: grpc-go + crypto/x509, same JWT and CSR work)', baseline);
       const bare = await goBareCore();

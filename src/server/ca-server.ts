@@ -6,12 +6,11 @@
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
+import { create } from '@bufbuild/protobuf';
 import { HealthImplementation } from 'grpc-health-check';
-import { IstioCertificateRequestSchema, IstioCertificateResponseSchema, IstioCertificateService, type IstioCertificateRequest, type IstioCertificateResponse } from '../gen/istio/v1/auth/ca_pb.js';
+import { IstioCertificateResponseSchema, IstioCertificateService, type IstioCertificateRequest, type IstioCertificateResponse } from '../gen/istio/v1/auth/ca_pb.js';
 import { addService, bindServer, shutdownServer } from '../grpc/service.ts';
-import { ERROR_TRAILER, STATUS_OF, toGrpcError } from '../grpc/status.ts';
-import { installUnaryFastPath } from '../grpc/unary-fast-path.ts';
+import { STATUS_OF, toGrpcError } from '../grpc/status.ts';
 import { MemoryCertificateProvider } from '../grpc/tls-provider.ts';
 import { systemClock, type Clock, type TimerHandle } from '../platform/clock.ts';
 import { asCastellanError, CastellanError } from '../platform/errors.ts';
@@ -38,7 +37,6 @@ import { createCaMetrics, type CaMetrics } from './metrics.ts';
 import { KeyedRateLimiter, peerAddress } from './ratelimit.ts';
 
 export const CA_SERVICE_NAME = 'istio.v1.auth.IstioCertificateService';
-const CREATE_CERTIFICATE_PATH = `/${CA_SERVICE_NAME}/CreateCertificate`;
 /** Lifetime of the server's own TLS certificate; re-issued at half-life and on every rotation. */
 const SERVING_TTL_MS = 7 * 24 * 3600_000;
 
@@ -234,7 +232,7 @@ export async function startCaServer(config: ServerConfig, deps: CaServerDeps = {
     'grpc.keepalive_timeout_ms': 20_000,
     'grpc.max_concurrent_streams': 1000,
   });
-  /** CreateCertificate for either transport (grpc-js, or the fast path): answered, logged, measured. */
+  /** CreateCertificate: answered, logged, measured. */
   type Answer = { ok: true; res: IstioCertificateResponse } | { ok: false; err: CastellanError };
   const answerCreate = async (req: IstioCertificateRequest, authorization: string[], peerCertDer: Uint8Array | undefined, peer: string, requestId: string): Promise<Answer> => {
     const started = process.hrtime.bigint();
@@ -331,28 +329,6 @@ export async function startCaServer(config: ServerConfig, deps: CaServerDeps = {
   health.addToServer(server);
 
   const port = await bindServer(server, config.grpcListen, credentials);
-  // CreateCertificate in the plain form mesh clients send skips grpc-js's per-call machinery
-  // (see src/grpc/unary-fast-path.ts); everything else on the port stays grpc-js's.
-  const fastPath =
-    config.fastPath &&
-    installUnaryFastPath(server, {
-      path: CREATE_CERTIFICATE_PATH,
-      maxRequestBytes: config.maxRequestBytes,
-      handle: async (call) => {
-        const requestId = nextRequestId();
-        let req: IstioCertificateRequest;
-        try {
-          req = fromBinary(IstioCertificateRequestSchema, call.message);
-        } catch {
-          return { ok: false, code: grpc.status.INTERNAL, details: 'Error deserializing request' }; // as grpc-js answers it
-        }
-        const a = await answerCreate(req, call.header('authorization'), call.peerCertDer, call.peer, requestId);
-        const headers = { 'x-request-id': requestId };
-        if (a.ok) return { ok: true, message: toBinary(IstioCertificateResponseSchema, a.res), headers };
-        return { ok: false, code: STATUS_OF[a.err.kind], details: a.err.message, headers, trailers: { [ERROR_TRAILER]: a.err.code } };
-      },
-    });
-  if (config.fastPath && !fastPath) logger.warn({ event: 'server.fast_path_unavailable' }, 'this grpc-js version does not allow the CreateCertificate fast path; grpc-js serves it');
   const grpcAddress = config.grpcListen.startsWith('unix:')
     ? config.grpcListen
     : `${config.grpcListen.slice(0, config.grpcListen.lastIndexOf(':'))}:${port}`;
@@ -377,7 +353,7 @@ export async function startCaServer(config: ServerConfig, deps: CaServerDeps = {
     await manager.close();
     throw e;
   }
-  logger.info({ event: 'server.listening', grpc: grpcAddress, http: ops?.address, admin: admin.socketPath, tls: !config.plaintext, fastPath }, 'CA server listening');
+  logger.info({ event: 'server.listening', grpc: grpcAddress, http: ops?.address, admin: admin.socketPath, tls: !config.plaintext }, 'CA server listening');
 
   let closing: Promise<void> | undefined;
   return {

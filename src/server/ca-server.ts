@@ -80,12 +80,28 @@ function startManager(config: ServerConfig, ports: { keystore: Keystore; leader:
   });
 }
 
-function tokenAuthenticator(config: ServerConfig, clock: Clock, logger: Logger): TokenAuthenticator | undefined {
-  if (config.auth.jwt || config.auth.tokenReview) {
-    return createTokenAuthenticator({ trustDomain: config.trustDomain, audiences: config.auth.audiences, jwt: config.auth.jwt, tokenReview: config.auth.tokenReview, clock, logger });
+/** The bearer-token authenticator, ready to verify (keys loaded, OIDC discovery done); undefined when none is configured. */
+async function tokenAuthenticator(config: ServerConfig, metrics: CaMetrics, clock: Clock, logger: Logger): Promise<TokenAuthenticator | undefined> {
+  if (!config.auth.jwt && !config.auth.tokenReview) {
+    logger.warn({ event: 'auth.no_token_method' }, 'no token authentication configured (--jwks-file, --jwks-uri, --oidc-issuer or --token-review): only mTLS renewals will be accepted');
+    return undefined;
   }
-  logger.warn({ event: 'auth.no_token_method' }, 'no token authentication configured (--jwks-file, --jwks-uri, --oidc-issuer or --token-review): only mTLS renewals will be accepted');
-  return undefined;
+  const tokenAuth = createTokenAuthenticator({
+    trustDomain: config.trustDomain,
+    audiences: config.auth.audiences,
+    jwt: config.auth.jwt,
+    tokenReview: config.auth.tokenReview,
+    clock,
+    logger,
+    onKeyRejected: (e) => metrics.jwksKeysRejected.inc({ reason: e.reason }),
+  });
+  try {
+    await tokenAuth.prepare?.();
+  } catch (e) {
+    tokenAuth.close();
+    throw e;
+  }
+  return tokenAuth;
 }
 
 function grpcServer(config: ServerConfig): grpc.Server {
@@ -112,12 +128,20 @@ export async function startCaServer(config: ServerConfig, deps: CaServerDeps = {
 
   const signer = new BatchSigner(config.signer);
   signer.setIssuer(issuerMaterial(first.active));
-  const tokenAuth = tokenAuthenticator(config, clock, logger);
   const metrics = createCaMetrics({
     queueDepth: () => signer.stats().queued + signer.stats().inFlight,
     authorities: () => manager.status().map((a) => ({ id: a.id, state: a.state, liveLeaves: a.liveLeaves, notAfterMs: Date.parse(a.notAfter) })),
     rejectedKeyringUpdates: () => manager.rejectedUpdates,
   });
+  let tokenAuth: TokenAuthenticator | undefined;
+  try {
+    tokenAuth = await tokenAuthenticator(config, metrics, clock, logger);
+  } catch (e) {
+    // a configuration error (OIDC discovery naming another issuer): nothing started stays behind
+    await signer.close();
+    await manager.close();
+    throw e;
+  }
   const setExpiries = (v: KeyringView): void => metrics.setExpiries(Math.min(...v.rootsDer.map((d) => certInfo(d).notAfter)), v.active.notAfter);
   setExpiries(first);
 

@@ -13,6 +13,7 @@ import { createInterface } from 'node:readline';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tempDir } from '../support/tmp.ts';
 import { generateExtAuthzStubs, PYTHON, startServe, type ServeProcess } from './serve-helpers.ts';
+import { describeWith, peers } from '../support/peers.ts';
 
 const POLICIES = `apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
@@ -53,45 +54,47 @@ const tmp = tempDir('castellan-authz-py-');
 const stubs = join(tmp.path, 'stubs');
 let serve: ServeProcess;
 
-beforeAll(async () => {
-  mkdirSync(stubs);
-  generateExtAuthzStubs(stubs);
-  writeFileSync(join(tmp.path, 'policies.yaml'), POLICIES);
-  serve = await startServe(['--policies', join(tmp.path, 'policies.yaml'), '--log-level', 'info']);
-}, 60_000);
-
-afterAll(async () => {
-  expect(await serve?.stop()).toBe(0);
-  tmp.cleanup();
-});
-
-describe('ext_authz interop with Python grpcio', () => {
-  it('ok/http and tcp checks from a grpcio client', async () => {
-    const py = spawn(PYTHON, [join(import.meta.dirname, 'py', 'ext_authz_client.py'), stubs, serve.grpc], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stderr = '';
-    py.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const steps: Record<string, Record<string, unknown>> = {};
-    createInterface({ input: py.stdout }).on('line', (line) => {
-      const m = JSON.parse(line) as { step: string };
-      steps[m.step] = m;
-    });
-    const code = await new Promise<number | null>((res) => py.on('close', res));
-    expect(stderr, stderr).toBe('');
-    expect(code).toBe(0);
-    const denied = (policy: string, reason: string) => ({ code: 7, kind: 'denied_response', http_status: 403, headers: expect.objectContaining({ 'x-castellan-authz-policy': policy, 'x-castellan-authz-reason': reason }) });
-    expect(steps.allow_http).toEqual({ step: 'allow_http', code: 0, kind: 'ok_response' });
-    expect(steps.deny_admin).toMatchObject(denied('foo/deny-admin', 'deny-matched'));
-    expect(steps.deny_admin!.body).toBe('RBAC: access denied\n');
-    expect(steps.deny_default).toMatchObject(denied('none', 'no-allow-matched'));
-    expect(steps.principal_without_scheme).toMatchObject({ code: 0 });
-    expect(steps.plaintext).toMatchObject(denied('none', 'no-allow-matched'));
-    expect(steps.repeated_header).toMatchObject(denied('none', 'no-allow-matched'));
-    expect(steps.single_header).toMatchObject({ code: 0, kind: 'ok_response' });
-    expect(steps.tcp_allow).toEqual({ step: 'tcp_allow', code: 0, kind: null });
-    expect(steps.tcp_deny).toEqual({ step: 'tcp_deny', code: 7, kind: null });
-    expect(steps.context_extension_namespace).toMatchObject({ code: 0 });
-    expect(steps.no_namespace).toMatchObject(denied('none', 'invalid-check-request'));
-    expect(steps.burst).toMatchObject({ codes: [0], count: 300 });
-    expect(steps.done).toBeDefined();
+describeWith([peers.pythonGrpc], 'Python grpcio peer', () => {
+  beforeAll(async () => {
+    mkdirSync(stubs);
+    generateExtAuthzStubs(stubs);
+    writeFileSync(join(tmp.path, 'policies.yaml'), POLICIES);
+    serve = await startServe(['--policies', join(tmp.path, 'policies.yaml'), '--log-level', 'info']);
   }, 60_000);
+
+  afterAll(async () => {
+    expect(await serve?.stop()).toBe(0);
+    tmp.cleanup();
+  });
+
+  describe('ext_authz interop with Python grpcio', () => {
+    it('ok/http and tcp checks from a grpcio client', async () => {
+      const py = spawn(PYTHON, [join(import.meta.dirname, 'py', 'ext_authz_client.py'), stubs, serve.grpc], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let stderr = '';
+      py.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      const steps: Record<string, Record<string, unknown>> = {};
+      createInterface({ input: py.stdout }).on('line', (line) => {
+        const m = JSON.parse(line) as { step: string };
+        steps[m.step] = m;
+      });
+      const code = await new Promise<number | null>((res) => py.on('close', res));
+      expect(stderr, stderr).toBe('');
+      expect(code).toBe(0);
+      const denied = (policy: string, reason: string) => ({ code: 7, kind: 'denied_response', http_status: 403, headers: expect.objectContaining({ 'x-castellan-authz-policy': policy, 'x-castellan-authz-reason': reason }) });
+      expect(steps.allow_http).toEqual({ step: 'allow_http', code: 0, kind: 'ok_response' });
+      expect(steps.deny_admin).toMatchObject(denied('foo/deny-admin', 'deny-matched'));
+      expect(steps.deny_admin!.body).toBe('RBAC: access denied\n');
+      expect(steps.deny_default).toMatchObject(denied('none', 'no-allow-matched'));
+      expect(steps.principal_without_scheme).toMatchObject({ code: 0 });
+      expect(steps.plaintext).toMatchObject(denied('none', 'no-allow-matched'));
+      expect(steps.repeated_header).toMatchObject(denied('none', 'no-allow-matched'));
+      expect(steps.single_header).toMatchObject({ code: 0, kind: 'ok_response' });
+      expect(steps.tcp_allow).toEqual({ step: 'tcp_allow', code: 0, kind: null });
+      expect(steps.tcp_deny).toEqual({ step: 'tcp_deny', code: 7, kind: null });
+      expect(steps.context_extension_namespace).toMatchObject({ code: 0 });
+      expect(steps.no_namespace).toMatchObject(denied('none', 'invalid-check-request'));
+      expect(steps.burst).toMatchObject({ codes: [0], count: 300 });
+      expect(steps.done).toBeDefined();
+    }, 60_000);
+  });
 });

@@ -18,6 +18,7 @@ import { tmpdir } from 'node:os';
 import { parse } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { byId, CHART, DEPLOY, kustomizeBuild, renderChart, renderChartFiles, type Obj } from './support.ts';
+import { describeWith, peers } from '../support/peers.ts';
 
 function sameObjects(helm: Obj[], kustomize: Obj[]): void {
   const h = byId(helm);
@@ -26,7 +27,7 @@ function sameObjects(helm: Obj[], kustomize: Obj[]): void {
   for (const [id, o] of k) expect(h.get(id), id).toStrictEqual(o);
 }
 
-describe('Helm chart', () => {
+describeWith([peers.go], 'Helm chart (rendered by test/deploy/helm-render, Go)', () => {
   it('with default values renders exactly the kustomize base', () => {
     sameObjects(renderChart(), kustomizeBuild(join(DEPLOY, 'kubernetes/base')));
   });

@@ -6,10 +6,11 @@
  * counts the cert_chain entries of every answer. The same program drives the
  * grpc-e2e benchmark, so this also keeps the benchmark's client honest.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, expect, it } from 'vitest';
 import { grpcGoBinary, goUnavailable, startBenchServer, type BenchServer } from '../../bench/lib/e2e.ts';
+import { describeWith, peers } from '../support/peers.ts';
 
-describe('grpc-go client ↔ Castellan CA server process (TLS, ES256 JWT)', () => {
+describeWith([peers.grpcGo], 'grpc-go client ↔ Castellan CA server process (TLS, ES256 JWT)', () => {
   let server: BenchServer;
   beforeAll(async () => {
     if (!grpcGoBinary()) throw new Error(`grpc-go peer unavailable: ${goUnavailable()}`);

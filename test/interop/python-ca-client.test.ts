@@ -16,6 +16,7 @@ import { silentLogger } from '../../src/platform/logger.ts';
 import { goVerify, opensslVerify, pyCryptographyVerify } from '../support/verifiers.ts';
 import { makeOpensslPki } from '../support/openssl-pki.ts';
 import { tempDir } from '../support/tmp.ts';
+import { describeWith, peers } from '../support/peers.ts';
 
 const PY = '/usr/bin/python3';
 const ISSUER = 'https://kubernetes.default.svc.cluster.local';
@@ -55,78 +56,80 @@ function splitPem(s: string): string[] {
   return s.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----\n?/g) ?? [];
 }
 
-beforeAll(() => {
-  mkdirSync(stubs);
-  execFileSync(PY, ['-m', 'grpc_tools.protoc', '-I', join(process.cwd(), 'proto'), `--python_out=${stubs}`, `--grpc_python_out=${stubs}`, 'istio/v1/auth/ca.proto'], {
-    stdio: 'pipe',
-    input: '',
-    cwd: process.cwd(),
-    env: process.env,
-  });
-  execFileSync('openssl', ['genpkey', '-algorithm', 'RSA', '-pkeyopt', 'rsa_keygen_bits:2048', '-out', join(tmp.path, 'jwt-key.pem')]);
-  const jwk = createPublicKey(readFileSync(join(tmp.path, 'jwt-key.pem'))).export({ format: 'jwk' });
-  writeFileSync(join(tmp.path, 'jwks.json'), JSON.stringify({ keys: [{ ...jwk, kid: 'interop-1', alg: 'RS256', use: 'sig' }] }));
-}, 60_000);
-afterAll(() => tmp.cleanup());
-
-describe.each([
-  ['self-signed root', false],
-  ['plug-in intermediate (openssl-made PKI)', true],
-])('Python grpcio client ↔ Castellan CA server over TLS — %s', (_name, plugin) => {
-  let server: CaServerHandle;
-  const rootFile = join(tmp.path, `root-${plugin}.pem`);
-  beforeAll(async () => {
-    let cacertsDir: string | undefined;
-    if (plugin) {
-      cacertsDir = join(tmp.path, 'cacerts');
-      execFileSync('mkdir', ['-m', '700', '-p', cacertsDir]);
-      makeOpensslPki(cacertsDir);
-    }
-    server = await startCaServer(
-      defaultServerConfig({
-        dataDir: join(tmp.path, `data-${plugin}`),
-        cacertsDir,
-        grpcListen: '127.0.0.1:0',
-        httpListen: null,
-        auth: { audiences: ['istio-ca'], jwt: { jwksFile: join(tmp.path, 'jwks.json'), issuer: ISSUER } },
-        signer: { workers: 1, maxBatchSize: 16, maxBatchWaitMs: 1, maxQueue: 1000 },
-      }),
-      { logger: silentLogger() },
-    );
-    writeFileSync(rootFile, server.trustBundlePem);
+describeWith([peers.pythonGrpc, peers.pyjwt, peers.pyCryptography, peers.go, peers.openssl], 'Python grpcio CA client interop', () => {
+  beforeAll(() => {
+    mkdirSync(stubs);
+    execFileSync(PY, ['-m', 'grpc_tools.protoc', '-I', join(process.cwd(), 'proto'), `--python_out=${stubs}`, `--grpc_python_out=${stubs}`, 'istio/v1/auth/ca.proto'], {
+      stdio: 'pipe',
+      input: '',
+      cwd: process.cwd(),
+      env: process.env,
+    });
+    execFileSync('openssl', ['genpkey', '-algorithm', 'RSA', '-pkeyopt', 'rsa_keygen_bits:2048', '-out', join(tmp.path, 'jwt-key.pem')]);
+    const jwk = createPublicKey(readFileSync(join(tmp.path, 'jwt-key.pem'))).export({ format: 'jwk' });
+    writeFileSync(join(tmp.path, 'jwks.json'), JSON.stringify({ keys: [{ ...jwk, kid: 'interop-1', alg: 'RS256', use: 'sig' }] }));
   }, 60_000);
-  afterAll(async () => server?.close());
+  afterAll(() => tmp.cleanup());
 
-  it('C9/issues a chain every strict third-party verifier accepts', async () => {
-    const id = 'spiffe://cluster.local/ns/payments/sa/ledger';
-    const r = await pyClient(server, rootFile, { sub: 'system:serviceaccount:payments:ledger', csrUri: id });
-    expect(r).toMatchObject({ ok: true });
-    const chain = r.chain!;
-    expect(chain.length).toBe(plugin ? 3 : 2);
-    expect(chain[chain.length - 1]).toBe(server.trustBundlePem);
-    const certs = chain.slice(0, -1);
-    expect(opensslVerify(server.trustBundlePem, certs, 'sslclient')).toMatch(/OK/);
-    expect(opensslVerify(server.trustBundlePem, certs, 'sslserver')).toMatch(/OK/);
-    const py = pyCryptographyVerify(server.trustBundlePem, certs);
-    expect(Number(py.version.split('.')[0])).toBeGreaterThanOrEqual(42);
-    expect(py.uris).toEqual([id]);
-    expect(goVerify(server.trustBundlePem, certs, id).trim()).toBe('ok');
-    expect(splitPem(chain[0]!)).toHaveLength(1);
-  });
+  describe.each([
+    ['self-signed root', false],
+    ['plug-in intermediate (openssl-made PKI)', true],
+  ])('Python grpcio client ↔ Castellan CA server over TLS — %s', (_name, plugin) => {
+    let server: CaServerHandle;
+    const rootFile = join(tmp.path, `root-${plugin}.pem`);
+    beforeAll(async () => {
+      let cacertsDir: string | undefined;
+      if (plugin) {
+        cacertsDir = join(tmp.path, 'cacerts');
+        execFileSync('mkdir', ['-m', '700', '-p', cacertsDir]);
+        makeOpensslPki(cacertsDir);
+      }
+      server = await startCaServer(
+        defaultServerConfig({
+          dataDir: join(tmp.path, `data-${plugin}`),
+          cacertsDir,
+          grpcListen: '127.0.0.1:0',
+          httpListen: null,
+          auth: { audiences: ['istio-ca'], jwt: { jwksFile: join(tmp.path, 'jwks.json'), issuer: ISSUER } },
+          signer: { workers: 1, maxBatchSize: 16, maxBatchWaitMs: 1, maxQueue: 1000 },
+        }),
+        { logger: silentLogger() },
+      );
+      writeFileSync(rootFile, server.trustBundlePem);
+    }, 60_000);
+    afterAll(async () => server?.close());
 
-  it('ok/CSR without a URI SAN gets the caller identity', async () => {
-    const r = await pyClient(server, rootFile, { sub: 'system:serviceaccount:default:frontend' });
-    expect(r.ok).toBe(true);
-    expect(pyCryptographyVerify(server.trustBundlePem, r.chain!.slice(0, -1)).uris).toEqual(['spiffe://cluster.local/ns/default/sa/frontend']);
-  });
+    it('C9/issues a chain every strict third-party verifier accepts', async () => {
+      const id = 'spiffe://cluster.local/ns/payments/sa/ledger';
+      const r = await pyClient(server, rootFile, { sub: 'system:serviceaccount:payments:ledger', csrUri: id });
+      expect(r).toMatchObject({ ok: true });
+      const chain = r.chain!;
+      expect(chain.length).toBe(plugin ? 3 : 2);
+      expect(chain[chain.length - 1]).toBe(server.trustBundlePem);
+      const certs = chain.slice(0, -1);
+      expect(opensslVerify(server.trustBundlePem, certs, 'sslclient')).toMatch(/OK/);
+      expect(opensslVerify(server.trustBundlePem, certs, 'sslserver')).toMatch(/OK/);
+      const py = pyCryptographyVerify(server.trustBundlePem, certs);
+      expect(Number(py.version.split('.')[0])).toBeGreaterThanOrEqual(42);
+      expect(py.uris).toEqual([id]);
+      expect(goVerify(server.trustBundlePem, certs, id).trim()).toBe('ok');
+      expect(splitPem(chain[0]!)).toHaveLength(1);
+    });
 
-  it('C1/token for ns a/sa b asking for ns c/sa d is PERMISSION_DENIED', async () => {
-    const r = await pyClient(server, rootFile, { sub: 'system:serviceaccount:a:b', csrUri: 'spiffe://cluster.local/ns/c/sa/d' });
-    expect(r).toMatchObject({ ok: false, code: 'PERMISSION_DENIED' });
-  });
+    it('ok/CSR without a URI SAN gets the caller identity', async () => {
+      const r = await pyClient(server, rootFile, { sub: 'system:serviceaccount:default:frontend' });
+      expect(r.ok).toBe(true);
+      expect(pyCryptographyVerify(server.trustBundlePem, r.chain!.slice(0, -1)).uris).toEqual(['spiffe://cluster.local/ns/default/sa/frontend']);
+    });
 
-  it('L1/TTL above the maximum is INVALID_ARGUMENT', async () => {
-    const r = await pyClient(server, rootFile, { sub: 'system:serviceaccount:a:b', ttl: 91 * 24 * 3600 });
-    expect(r).toMatchObject({ ok: false, code: 'INVALID_ARGUMENT' });
+    it('C1/token for ns a/sa b asking for ns c/sa d is PERMISSION_DENIED', async () => {
+      const r = await pyClient(server, rootFile, { sub: 'system:serviceaccount:a:b', csrUri: 'spiffe://cluster.local/ns/c/sa/d' });
+      expect(r).toMatchObject({ ok: false, code: 'PERMISSION_DENIED' });
+    });
+
+    it('L1/TTL above the maximum is INVALID_ARGUMENT', async () => {
+      const r = await pyClient(server, rootFile, { sub: 'system:serviceaccount:a:b', ttl: 91 * 24 * 3600 });
+      expect(r).toMatchObject({ ok: false, code: 'INVALID_ARGUMENT' });
+    });
   });
 });

@@ -9,6 +9,7 @@ import { CastellanError } from '../../src/platform/errors.ts';
 import { x509 } from '../../src/platform/x509.ts';
 import { craftCsr, ecKey, expectedSki, ext, extReq, h, makeCa, oid, opensslCsr, peculiarCsr, pem, seq, t, uriSan, type TestCa } from './helpers.ts';
 import { cleanupVerifiers, goVerify, opensslVerify, pyVerify } from './verifiers.ts';
+import { describeWith, peers } from '../support/peers.ts';
 
 const ID = 'spiffe://cluster.local/ns/default/sa/web';
 const HOUR = 3600_000;
@@ -42,7 +43,7 @@ function errorOf(fn: () => unknown): CastellanError {
   throw new Error('expected a CastellanError');
 }
 
-describe('third-party verifiers accept issued leaves (C9)', () => {
+describeWith([peers.openssl, peers.go, peers.pyCryptography], 'third-party verifiers accept issued leaves (C9)', () => {
   const cases = [
     { name: 'ok/p256-root-signed', ca: () => root, roots: () => root.certPem },
     { name: 'ok/p256-intermediate-signed', ca: () => inter, roots: () => root.certPem },

@@ -44,6 +44,7 @@ export const peers = {
   openssl: peer('openssl', apt('openssl'), () => runs('openssl', ['version'])),
   go: peer('go (crypto/x509)', apt('golang-go'), () => runs('go', ['version'])),
   grpcGo: peer('grpc-go', apt('golang-go', 'golang-google-grpc-dev'), () => runs('go', ['version']) && existsSync('/usr/share/gocode/src/google.golang.org/grpc')),
+  python: peer('python3', apt('python3'), () => runs('/usr/bin/python3', ['-c', 'import socket'])),
   pythonGrpc: peer('python grpcio + grpc-tools', apt('python3-grpcio', 'python3-grpc-tools'), () => runs('/usr/bin/python3', ['-c', 'import grpc, grpc_tools.protoc'])),
   pyjwt: peer('python PyJWT', apt('python3-jwt'), () => runs('/usr/bin/python3', ['-c', 'import jwt'])),
   pyCryptography: peer(

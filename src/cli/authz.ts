@@ -253,7 +253,7 @@ async function runServe(v: FlagValues, positionals: string[]): Promise<number> {
   let synced: Promise<void> = Promise.resolve();
   if (src.kind === 'kubernetes') {
     const { KubePolicySource } = await import('../kube/policy-watch.ts');
-    const { loadKubeConfig } = await import('../kube/tokenreview.ts');
+    const { loadKubeConfig } = await import('../kube/kubeconfig.ts');
     let kubeConfig;
     try {
       kubeConfig = loadKubeConfig(src.kubeconfig);

@@ -15,17 +15,30 @@ import { createHash } from 'node:crypto';
 import { CastellanError } from '../platform/errors.ts';
 import type { Clock } from '../platform/clock.ts';
 import { workloadSpiffeId } from '../spiffe/id.ts';
-import { kubeTokenReviewer, type TokenReviewer, type TokenReviewStatus } from '../kube/tokenreview.ts';
 import { parseServiceAccountUser, unauthenticated } from './bearer.ts';
 import type { Caller } from './types.ts';
+
+/** What Castellan needs of a review's answer. */
+export interface TokenReviewStatus {
+  authenticated?: boolean;
+  error?: string;
+  audiences?: string[];
+  user?: { username?: string; uid?: string; groups?: string[]; extra?: Record<string, string[]> };
+}
+
+/**
+ * Port: sends one review. Rejects on transport or HTTP errors. The
+ * Kubernetes implementation is src/kube/tokenreview.ts, joined in the
+ * server's composition root.
+ */
+export type TokenReviewer = (token: string, audiences: string[]) => Promise<TokenReviewStatus>;
 
 export interface TokenReviewOptions {
   audiences: string[];
   trustDomain: string;
   clock: Clock;
-  kubeconfig?: string;
-  /** injected reviewer (tests); default: the Kubernetes API via client-node */
-  reviewer?: TokenReviewer;
+  /** sends the reviews (the Kubernetes API, or a double in tests) */
+  reviewer: TokenReviewer;
   /** ms, default 5000 */
   timeoutMs?: number;
   /** default 32 */
@@ -56,7 +69,7 @@ function unverifiedExpiry(token: string): number | undefined {
 }
 
 export class TokenReviewAuthenticator {
-  private readonly o: Required<Omit<TokenReviewOptions, 'kubeconfig' | 'reviewer'>> & { reviewer: TokenReviewer };
+  private readonly o: Required<TokenReviewOptions>;
   private readonly cache = new Map<string, Entry>();
   private readonly inflight = new Map<string, Promise<Caller>>();
   private active = 0;
@@ -68,7 +81,7 @@ export class TokenReviewAuthenticator {
       audiences: opts.audiences,
       trustDomain: opts.trustDomain,
       clock: opts.clock,
-      reviewer: opts.reviewer ?? kubeTokenReviewer(opts.kubeconfig),
+      reviewer: opts.reviewer,
       timeoutMs: opts.timeoutMs ?? 5000,
       maxConcurrent: opts.maxConcurrent ?? 32,
       cacheSize: opts.cacheSize ?? 10_000,

@@ -27,7 +27,7 @@ import { CastellanError } from '../platform/errors.ts';
 import { silentLogger, type Logger } from '../platform/logger.ts';
 import { describeKubeFailure, isStatus, kubeFailure } from './api-errors.ts';
 import { listWatch, type ListWatchHandle } from './list-watch.ts';
-import { loadKubeConfig } from './tokenreview.ts';
+import { loadKubeConfig } from './kubeconfig.ts';
 
 export const DEFAULT_BUNDLE_CONFIGMAP = 'istio-ca-root-cert';
 export const DEFAULT_BUNDLE_KEY = 'root-cert.pem';

@@ -22,7 +22,7 @@ import { CastellanError } from '../platform/errors.ts';
 import { silentLogger, type Logger } from '../platform/logger.ts';
 import { isStatus, kubeFailure } from './api-errors.ts';
 import { listWatch, type ListWatchHandle } from './list-watch.ts';
-import { loadKubeConfig } from './tokenreview.ts';
+import { loadKubeConfig } from './kubeconfig.ts';
 
 export const KEYRING_KEY = 'keyring.json';
 

@@ -27,7 +27,7 @@ import { systemClock, type Clock, type TimerHandle } from '../platform/clock.ts'
 import { CastellanError } from '../platform/errors.ts';
 import { silentLogger, type Logger } from '../platform/logger.ts';
 import { describeKubeFailure, isStatus } from './api-errors.ts';
-import { loadKubeConfig } from './tokenreview.ts';
+import { loadKubeConfig } from './kubeconfig.ts';
 
 export interface LeaseElectorOptions {
   /** path of a kubeconfig; default $KUBECONFIG, else the in-cluster service account */

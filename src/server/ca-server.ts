@@ -86,11 +86,13 @@ async function tokenAuthenticator(config: ServerConfig, metrics: CaMetrics, cloc
     logger.warn({ event: 'auth.no_token_method' }, 'no token authentication configured (--jwks-file, --jwks-uri, --oidc-issuer or --token-review): only mTLS renewals will be accepted');
     return undefined;
   }
+  // The TokenReviewer port joined to its Kubernetes implementation (client-node loaded only when configured).
+  const tokenReview = config.auth.tokenReview && { reviewer: (await import('../kube/tokenreview.ts')).kubeTokenReviewer(config.auth.tokenReview.kubeconfig) };
   const tokenAuth = createTokenAuthenticator({
     trustDomain: config.trustDomain,
     audiences: config.auth.audiences,
     jwt: config.auth.jwt,
-    tokenReview: config.auth.tokenReview,
+    tokenReview,
     clock,
     logger,
     onKeyRejected: (e) => metrics.jwksKeysRejected.inc({ reason: e.reason }),

@@ -22,7 +22,7 @@ import { BatchSigner } from '../src/ca/signer/index.ts';
 import { csrPemToDer } from '../src/pki/csr.ts';
 import { children, readTlv } from '../src/pki/der.ts';
 import { randomSerial } from '../src/pki/leaf.ts';
-import { issueReference } from '../src/pki/reference.ts';
+import { issueReference } from '../test/support/reference.ts';
 import { BENCH_ID, makeBenchCa, makeCsrs, type BenchKeyType } from './lib/fixtures.ts';
 import { fmt, machine, measureAsync, measureSync, table, type Rate } from './lib/measure.ts';
 import { median } from './lib/proc.ts';

@@ -12,7 +12,7 @@ import { CastellanError } from '../platform/errors.ts';
 import { silentLogger, type Logger } from '../platform/logger.ts';
 import { startSdsServer, type SdsServer } from '../sds/server.ts';
 import { resolveGroup } from '../sds/socket.ts';
-import { startOpsServer, type OpsServer } from '../server/http.ts';
+import { startOpsServer, type OpsServer } from '../platform/http.ts';
 import { createCaClient, type CaClient } from './ca-client.ts';
 import { SecretCache, type CertificateSource, type IssuedCertificate } from './cache.ts';
 import type { KeyType } from './csr.ts';

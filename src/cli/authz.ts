@@ -25,7 +25,7 @@ import { PolicyWatcher } from '../authz/watch.ts';
 import type { InvalidPolicyMode } from '../kube/policy-watch.ts';
 import { CastellanError } from '../platform/errors.ts';
 import { createLogger } from '../platform/logger.ts';
-import type { OpsServer } from '../server/http.ts';
+import type { OpsServer } from '../platform/http.ts';
 
 /** src/kube/policy-watch.ts's modes, spelled out so that check/test/validate start without client-node. */
 const INVALID_POLICY_MODES: readonly InvalidPolicyMode[] = ['fail-closed', 'skip'];
@@ -244,7 +244,7 @@ async function runServe(v: FlagValues, positionals: string[]): Promise<number> {
   if (httpListen !== 'off' && !/^(\[[0-9a-fA-F:]+\]|[^:\s/]+):\d{1,5}$/.test(httpListen)) throw invalid(`castellan authz serve: --http-listen must be HOST:PORT or "off", got "${httpListen}"`);
   // Loaded here so that check/test/validate start without grpc-js (and client-node).
   const { startExtAuthzServer } = await import('../grpc/ext-authz.ts');
-  const { startOpsServer } = await import('../server/http.ts');
+  const { startOpsServer } = await import('../platform/http.ts');
   const logger = createLogger({ level: String(v['log-level']), name: 'authz' });
   const metrics = createAuthzMetrics();
   const engineOptions = { rootNamespace: c.rootNamespace, pathNormalization: c.pathNormalization };

@@ -9,7 +9,7 @@
  * keyUsage (critical: digitalSignature, keyEncipherment), extKeyUsage
  * (serverAuth, clientAuth), basicConstraints (critical, CA:false),
  * subjectKeyIdentifier, authorityKeyIdentifier, subjectAltName (critical,
- * one URI). src/pki/reference.ts builds the same profile with @peculiar/x509.
+ * one URI). test/support/reference.ts builds the same profile with @peculiar/x509.
  */
 import { createPrivateKey, hash, randomFillSync, sign, X509Certificate, type KeyObject } from 'node:crypto';
 import { CastellanError } from '../platform/errors.ts';

@@ -31,7 +31,7 @@ import { startAdminServer, type AdminServer } from './admin.ts';
 import type { CaServiceDeps } from './ca-service.ts';
 import { clusterPorts } from './cluster-ports.ts';
 import type { ServerConfig } from './config.ts';
-import { startOpsServer, type OpsServer } from './http.ts';
+import { startOpsServer, type OpsServer } from '../platform/http.ts';
 import { istioCertificateService } from './istio-ca-rpc.ts';
 import { followKeyring, issuerMaterial } from './keyring-fanout.ts';
 import { createCaMetrics, type CaMetrics } from './metrics.ts';

@@ -441,7 +441,7 @@ export function loadSuite(o: LoadOptions & { bounds: LoadBounds; overload?: bool
     });
 
     // Found by this test: during the burst the main event loop stalls for hundreds of milliseconds
-    // (every JWT is verified on it), and /healthz stalled with it. Fixed in src/server/http.ts: the
+    // (every JWT is verified on it), and /healthz stalled with it. Fixed in src/platform/http.ts: the
     // ops endpoints are served from their own thread, reading a heartbeat the main thread writes.
     // On 2 saturated cores the OS itself sometimes answers late: an idle process probed at the same
     // instant (the control) has taken up to ~400 ms here. A slow /healthz poll is the server's fault

@@ -1,13 +1,13 @@
 /**
  * The fast path (src/ca/issue.ts over src/pki/leaf.ts) and the reference path
- * (src/pki/reference.ts, @peculiar/x509 only) must write the same
+ * (test/support/reference.ts, @peculiar/x509 only) must write the same
  * certificate: with the same serial, CSR and clock, the TBSCertificate bytes
  * are identical, so the certificates differ only in the signature value.
  * With independent serials they differ only in serial and signature.
  */
 import { describe, expect, it } from 'vitest';
 import { issueFromCsr, type IssueRequest } from '../../src/ca/issue.ts';
-import { issueReference } from '../../src/pki/reference.ts';
+import { issueReference } from '../support/reference.ts';
 import { x509 } from '../../src/platform/x509.ts';
 import { makeCa, opensslCsr, peculiarCsr, type CaKeyType, type TestCa } from './helpers.ts';
 

@@ -9,8 +9,8 @@
  */
 import { Worker } from 'node:worker_threads';
 import type { Registry } from 'prom-client';
-import { CastellanError } from '../platform/errors.ts';
-import type { Logger } from '../platform/logger.ts';
+import { CastellanError } from './errors.ts';
+import type { Logger } from './logger.ts';
 
 export interface OpsServer {
   readonly address: string;

@@ -10,9 +10,9 @@
  * TBSCertificate byte-for-byte identical to `issueFromCsr`'s (test/pki).
  */
 import { webcrypto } from 'node:crypto';
-import { CastellanError } from '../platform/errors.ts';
-import { x509 } from '../platform/x509.ts';
-import type { IssueRequest, IssueResult, IssuerMaterial } from '../ca/issue.ts';
+import { CastellanError } from '../../src/platform/errors.ts';
+import { x509 } from '../../src/platform/x509.ts';
+import type { IssueRequest, IssueResult, IssuerMaterial } from '../../src/ca/issue.ts';
 
 const OID_SERVER_AUTH = '1.3.6.1.5.5.7.3.1';
 const OID_CLIENT_AUTH = '1.3.6.1.5.5.7.3.2';

@@ -18,6 +18,7 @@ import { statSync, watch, type FSWatcher } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Logger } from '../platform/logger.ts';
 import { AuthzEngine, type EngineOptions } from './engine.ts';
+import { EngineHolder } from './engine-holder.ts';
 import { loadPolicies, policyFingerprint } from './loader.ts';
 import type { AuthzMetrics } from './metrics.ts';
 
@@ -38,9 +39,8 @@ export interface PolicyWatcherOptions {
 }
 
 export class PolicyWatcher {
-  #engine: AuthzEngine;
+  readonly #holder: EngineHolder;
   #fingerprint: string;
-  #lastError: string | undefined;
   readonly #opts: PolicyWatcherOptions;
   readonly #watchers: FSWatcher[] = [];
   #timer: NodeJS.Timeout | undefined;
@@ -53,10 +53,7 @@ export class PolicyWatcher {
   constructor(opts: PolicyWatcherOptions) {
     this.#opts = opts;
     this.#fingerprint = policyFingerprint(opts.paths);
-    this.#engine = AuthzEngine.compile(loadPolicies(opts.paths).policies, opts.engine);
-    opts.metrics?.policies.set(this.#engine.size);
-    opts.metrics?.lastReloadSuccess.set(Math.floor(Date.now() / 1000));
-    opts.metrics?.reloads.inc({ result: 'ok' });
+    this.#holder = new EngineHolder(AuthzEngine.compile(loadPolicies(opts.paths).policies, opts.engine), { ready: true, metrics: opts.metrics });
     const dirs = new Set<string>();
     for (const p of opts.paths) {
       let isDir = false;
@@ -85,12 +82,12 @@ export class PolicyWatcher {
 
   /** The active engine. Capture it once per request. */
   get engine(): AuthzEngine {
-    return this.#engine;
+    return this.#holder.engine;
   }
 
   /** The error of the last failed reload, if the active set is older than the files. */
   get lastError(): string | undefined {
-    return this.#lastError;
+    return this.#holder.lastError;
   }
 
   #changed(): void {
@@ -129,27 +126,17 @@ export class PolicyWatcher {
 
   /** Reloads now (also used by SIGHUP). Returns whether the new set is active. */
   reload(): boolean {
-    const { logger, metrics } = this.#opts;
-    try {
-      const engine = AuthzEngine.compile(loadPolicies(this.#opts.paths).policies, this.#opts.engine);
-      this.#engine = engine;
-      this.#lastError = undefined;
-      metrics?.reloads.inc({ result: 'ok' });
-      metrics?.policies.set(engine.size);
-      metrics?.lastReloadSuccess.set(Math.floor(Date.now() / 1000));
-      logger.info({ event: 'authz.reload', policies: engine.size }, 'policies reloaded');
-      this.#opts.onReload?.({ ok: true, policies: engine.size });
+    const { logger } = this.#opts;
+    const r = this.#holder.install(() => AuthzEngine.compile(loadPolicies(this.#opts.paths).policies, this.#opts.engine));
+    if (r.ok) {
+      logger.info({ event: 'authz.reload', policies: r.engine.size }, 'policies reloaded');
+      this.#opts.onReload?.({ ok: true, policies: r.engine.size });
       return true;
-    } catch (e) {
-      const msg = (e as Error).message;
-      metrics?.reloads.inc({ result: 'error' });
-      if (msg !== this.#lastError) {
-        logger.error({ event: 'authz.reload_failed', policies: this.#engine.size, error: msg }, 'policy reload failed: keeping the last good policy set');
-      }
-      this.#lastError = msg;
-      this.#opts.onReload?.({ ok: false, policies: this.#engine.size, error: msg });
-      return false;
     }
+    const policies = this.#holder.engine.size;
+    if (!r.repeated) logger.error({ event: 'authz.reload_failed', policies, error: r.error }, 'policy reload failed: keeping the last good policy set');
+    this.#opts.onReload?.({ ok: false, policies, error: r.error });
+    return false;
   }
 
   close(): void {

@@ -18,25 +18,25 @@
  * for it is the `invalid` mode:
  *
  * - `fail-closed` (default): a stand-in with the same namespace, name and
- *   selector that can only deny. An invalid ALLOW becomes "allow nothing"
- *   (its workloads are allowed only by their other ALLOW policies); an
- *   invalid DENY, CUSTOM or unknown action becomes "deny everything" to the
- *   workloads it selects. A selector that is itself invalid widens the
- *   stand-in to the whole namespace (the mesh, in the root namespace).
- *   AUDIT, dry-run and targetRef objects never decide for a sidecar
- *   workload, so they are simply left out.
+ *   selector that can only deny (src/authz/stand-in.ts: an invalid ALLOW
+ *   allows nothing, an invalid DENY, CUSTOM or unknown action denies
+ *   everything to the workloads it selects; AUDIT, dry-run and targetRef
+ *   objects are simply left out).
  * - `skip`: the object is left out, as if it did not exist (an invalid DENY
  *   then denies nothing: fail open).
  *
  * `KubePolicySource` turns that into a live engine for ext_authz like the
- * file-based PolicyWatcher: every change compiles a new engine aside and
- * swaps one reference; a compile failure keeps the last good engine; the
+ * file-based PolicyWatcher, through the same EngineHolder: every change
+ * compiles a new engine aside and swaps one reference; a compile failure
+ * keeps the last good engine; the
  * same metrics and log events as file reloads. Until the first successful
  * compile its engine denies everything (fail closed) and `ready` is false.
  */
 import { CustomObjectsApi, type KubeConfig, type KubernetesObject } from '@kubernetes/client-node';
 import { Gauge } from 'prom-client';
 import { AuthzEngine, type EngineOptions } from '../authz/engine.ts';
+import { EngineHolder } from '../authz/engine-holder.ts';
+import { denyEverything, failClosedStandIn, type Replacement } from '../authz/stand-in.ts';
 import { collectPolicyObjects } from '../authz/loader.ts';
 import type { AuthzMetrics } from '../authz/metrics.ts';
 import type { AuthorizationPolicy } from '../authz/model.ts';
@@ -53,8 +53,7 @@ const POLICY_API_VERSION = `${POLICY_GROUP}/${POLICY_VERSION}`;
 export const INVALID_POLICY_MODES = ['fail-closed', 'skip'] as const;
 export type InvalidPolicyMode = (typeof INVALID_POLICY_MODES)[number];
 
-/** What applies in place of an invalid object. */
-export type Replacement = 'deny-all' | 'allow-nothing' | 'none';
+export type { Replacement };
 
 export interface RejectedPolicy {
   /** `namespace/name` */
@@ -127,34 +126,6 @@ function origin(id: string): string {
   return `kubernetes:${id}`;
 }
 
-/** The fail-closed stand-in for an invalid object (see the module comment). */
-function standIn(id: string, doc: Record<string, unknown>): { policy?: AuthorizationPolicy; replacement: Replacement; scope?: 'selector' | 'namespace' } {
-  const slash = id.indexOf('/');
-  const namespace = id.slice(0, slash);
-  const name = id.slice(slash + 1);
-  const spec = isObj(doc.spec) ? doc.spec : {};
-  const md = isObj(doc.metadata) ? doc.metadata : {};
-  const dryRun = isObj(md.annotations) ? md.annotations['istio.io/dry-run'] : undefined;
-  const targeted = (spec.targetRef !== undefined && spec.targetRef !== null) || (Array.isArray(spec.targetRefs) && spec.targetRefs.length > 0);
-  if (dryRun === 'true' || dryRun === true || targeted || spec.action === 'AUDIT') return { replacement: 'none' };
-  const allow = spec.action === undefined || spec.action === null || spec.action === 'ALLOW';
-  const body = allow ? { action: 'ALLOW' } : { action: 'DENY', rules: [{}] };
-  const selectors = spec.selector !== undefined && spec.selector !== null ? [spec.selector, undefined] : [undefined];
-  for (const selector of selectors) {
-    const r = collectPolicyObjects([
-      {
-        value: { apiVersion: POLICY_API_VERSION, kind: 'AuthorizationPolicy', metadata: { name, namespace }, spec: { ...body, ...(selector !== undefined ? { selector } : {}) } },
-        file: `${origin(id)} (fail-closed stand-in)`,
-        document: 1,
-      },
-    ]);
-    if (r.policies.length === 1 && !r.issues.some((i) => i.severity === 'error')) {
-      return { policy: r.policies[0], replacement: allow ? 'allow-nothing' : 'deny-all', scope: selector !== undefined ? 'selector' : 'namespace' };
-    }
-  }
-  return { replacement: 'none' };
-}
-
 function describeReplacement(r: RejectedPolicy, namespace: string): string {
   const scope = r.scope === 'selector' ? 'the workloads it selects' : `every workload of namespace ${namespace} (its selector is invalid too, or it has none)`;
   if (r.replacement === 'deny-all') return `failing closed: every request to ${scope} is denied until it is fixed`;
@@ -220,7 +191,7 @@ export function watchAuthorizationPolicies(o: AuthorizationPolicyWatchOptions): 
     const errors = r.issues.filter((i) => i.severity === 'error');
     if (errors.length === 0 && r.policies.length === 1) return { policy: r.policies[0] };
     const reported = errors.length > 0 ? errors.map((i) => ({ path: i.path, message: i.message })) : [{ path: '(document)', message: r.issues[0]?.message ?? 'not an AuthorizationPolicy' }];
-    const s = mode === 'skip' ? { replacement: 'none' as const } : standIn(id, doc);
+    const s = mode === 'skip' ? { replacement: 'none' as const } : failClosedStandIn(id, doc, origin(id));
     const rejected: RejectedPolicy = {
       policy: id,
       ...(obj.metadata?.resourceVersion ? { resourceVersion: obj.metadata.resourceVersion } : {}),
@@ -335,22 +306,11 @@ export interface KubePolicySourceOptions extends Omit<AuthorizationPolicyWatchOp
 
 const INVALID_GAUGE = 'castellan_authz_invalid_policies';
 
-/** An engine that denies every request: what serves before the first list. */
-function denyEverything(engine: EngineOptions): AuthzEngine {
-  const ns = engine.rootNamespace ?? 'istio-system';
-  const r = collectPolicyObjects([
-    { value: { apiVersion: POLICY_API_VERSION, kind: 'AuthorizationPolicy', metadata: { name: 'castellan-policies-not-loaded', namespace: ns }, spec: { action: 'DENY', rules: [{}] } }, file: 'castellan (no policies loaded yet)', document: 1 },
-  ]);
-  return AuthzEngine.compile(r.policies, engine);
-}
-
 /** A live engine over the cluster's AuthorizationPolicies. The caller must `close()` it. */
 export class KubePolicySource {
   readonly #o: KubePolicySourceOptions;
-  #engine: AuthzEngine;
-  #ready = false;
+  readonly #holder: EngineHolder;
   #last: { policies: readonly AuthorizationPolicy[]; snapshot: PolicySnapshot } | undefined;
-  #lastError: string | undefined;
   readonly #invalidGauge: Gauge | undefined;
   readonly #watch: AuthorizationPolicyWatch;
   #markSynced!: () => void;
@@ -359,7 +319,7 @@ export class KubePolicySource {
 
   constructor(o: KubePolicySourceOptions) {
     this.#o = o;
-    this.#engine = denyEverything(o.engine);
+    this.#holder = new EngineHolder(denyEverything(o.engine), { ready: false, metrics: o.metrics });
     const reg = o.metrics?.registry;
     if (reg) {
       const existing = reg.getSingleMetric(INVALID_GAUGE);
@@ -370,12 +330,12 @@ export class KubePolicySource {
 
   /** The active engine. Capture it once per request. */
   get engine(): AuthzEngine {
-    return this.#engine;
+    return this.#holder.engine;
   }
 
   /** Whether a set from the API server is in force. */
   get ready(): boolean {
-    return this.#ready;
+    return this.#holder.ready;
   }
 
   /** The set last received from the API server. */
@@ -385,7 +345,7 @@ export class KubePolicySource {
 
   /** The error of the last failed compile, if the active set is older than the cluster's. */
   get lastError(): string | undefined {
-    return this.#lastError;
+    return this.#holder.lastError;
   }
 
   get watchStats(): { lists: number; watches: number; gone: number } {
@@ -398,35 +358,25 @@ export class KubePolicySource {
   }
 
   #apply(policies: readonly AuthorizationPolicy[], snapshot: PolicySnapshot): boolean {
-    const { logger, metrics } = this.#o;
-    const log = logger ?? silentLogger();
+    const log = this.#o.logger ?? silentLogger();
     this.#last = { policies, snapshot };
     this.#invalidGauge?.set(snapshot.rejected.length);
     const invalid = snapshot.rejected.length;
-    try {
-      const engine = (this.#o.compile ?? AuthzEngine.compile)(policies, this.#o.engine);
-      const first = !this.#ready;
-      this.#engine = engine;
-      this.#ready = true;
-      this.#lastError = undefined;
-      metrics?.reloads.inc({ result: 'ok' });
-      metrics?.policies.set(engine.size);
-      metrics?.lastReloadSuccess.set(Math.floor(Date.now() / 1000));
-      if (first) log.info({ event: 'authz.kubernetes_synced', policies: engine.size, invalid }, 'AuthorizationPolicies listed from the Kubernetes API');
-      else log.info({ event: 'authz.reload', source: 'kubernetes', policies: engine.size, invalid }, 'policies reloaded');
-      this.#o.onReload?.({ ok: true, policies: engine.size, invalid });
+    const r = this.#holder.install(() => (this.#o.compile ?? AuthzEngine.compile)(policies, this.#o.engine));
+    if (r.ok) {
+      const size = r.engine.size;
+      if (r.first) log.info({ event: 'authz.kubernetes_synced', policies: size, invalid }, 'AuthorizationPolicies listed from the Kubernetes API');
+      else log.info({ event: 'authz.reload', source: 'kubernetes', policies: size, invalid }, 'policies reloaded');
+      this.#o.onReload?.({ ok: true, policies: size, invalid });
       this.#markSynced();
       return true;
-    } catch (e) {
-      const msg = (e as Error).message;
-      metrics?.reloads.inc({ result: 'error' });
-      if (msg !== this.#lastError) {
-        log.error({ event: 'authz.reload_failed', source: 'kubernetes', policies: this.#engine.size, error: msg }, this.#ready ? 'policy reload failed: keeping the last good policy set' : 'policies from the Kubernetes API do not compile: still denying every request');
-      }
-      this.#lastError = msg;
-      this.#o.onReload?.({ ok: false, policies: this.#engine.size, invalid, error: msg });
-      return false;
     }
+    const size = this.#holder.engine.size;
+    if (!r.repeated) {
+      log.error({ event: 'authz.reload_failed', source: 'kubernetes', policies: size, error: r.error }, this.#holder.ready ? 'policy reload failed: keeping the last good policy set' : 'policies from the Kubernetes API do not compile: still denying every request');
+    }
+    this.#o.onReload?.({ ok: false, policies: size, invalid, error: r.error });
+    return false;
   }
 
   close(): void {

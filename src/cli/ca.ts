@@ -10,6 +10,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
+import { ERROR_TRAILER } from '../grpc/status.ts';
 import { create } from '@bufbuild/protobuf';
 import {
   AdminService,
@@ -160,7 +161,7 @@ export async function run(argv: string[]): Promise<number> {
   } catch (e) {
     const err = e as grpc.ServiceError;
     // The server's own refusals carry its x-castellan-error trailer; a missing connection does not.
-    const answered = (err.metadata?.get('x-castellan-error').length ?? 0) > 0;
+    const answered = (err.metadata?.get(ERROR_TRAILER).length ?? 0) > 0;
     if (!answered && (err.code === grpc.status.UNAVAILABLE || err.code === grpc.status.DEADLINE_EXCEEDED)) {
       process.stderr.write(`castellan ca ${sub}: cannot reach the CA server's admin API at ${socket} (${err.details || err.message}); is "castellan server" running with this --data-dir or --admin-socket?\n`);
       return 3;

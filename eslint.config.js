@@ -21,6 +21,20 @@ export default tseslint.config(
     },
   },
   {
+    // issue 15: no function in src/ longer than 150 lines (a reader takes one in at a glance)
+    files: ['src/**/*.ts'],
+    rules: { 'max-lines-per-function': ['error', { max: 150, skipBlankLines: false, skipComments: false }] },
+  },
+  // Not split yet (issue 15 §2: the src/kube closures into small classes; startAgent): each may not
+  // grow past its size today. Delete an entry once its function is under 150 lines.
+  ...Object.entries({
+    'src/agent/agent.ts': 152,
+    'src/kube/bundle-publisher.ts': 254,
+    'src/kube/keystore-secret.ts': 207,
+    'src/kube/lease.ts': 215,
+    'src/kube/policy-watch.ts': 161,
+  }).map(([file, max]) => ({ files: [file], rules: { 'max-lines-per-function': ['error', { max, skipBlankLines: false, skipComments: false }] } })),
+  {
     files: ['**/*.js'],
     languageOptions: { globals: { process: 'readonly', console: 'readonly', URL: 'readonly' } },
   },

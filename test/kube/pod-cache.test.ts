@@ -75,6 +75,30 @@ describe('pod cache (HTTP double of the Kubernetes API)', () => {
     expect(podRequests(true).at(-1)!.query).toMatchObject({ fieldSelector: POD_FIELD_SELECTOR, resourceVersion: expect.any(String) });
   }, 30_000);
 
+  it('a continue token that expires in the middle of a paginated list starts the list again', async () => {
+    for (let i = 0; i < 1200; i++) env.api.createPod('big', `p${i}`, { node: `node-${i % 3}` });
+    let expired = false;
+    env.api.onRequest = (r) => {
+      if (!expired && r.resource === 'pods' && r.query.continue) {
+        expired = true;
+        env.api.createPod('big', 'late', { node: 'node-0' });
+        env.api.compact(); // the continue token now points before the compacted revision: 410 Expired
+      }
+    };
+    try {
+      const mark = env.api.requests.length;
+      const c = start();
+      await c.ready;
+      expect(expired).toBe(true);
+      expect(c.index.size).toBe(1201);
+      expect(c.stats.lists).toBe(1);
+      // the first list stopped at its second page; the second went through all three pages
+      expect(podRequests(false, mark).map((r) => (r.query.continue ? 'page' : 'start'))).toEqual(['start', 'page', 'start', 'page', 'page']);
+    } finally {
+      env.api.onRequest = undefined;
+    }
+  }, 30_000);
+
   it('follows adds, deletes, scheduling, node moves (re-created elsewhere) and pods that fail', async () => {
     const c = start();
     await c.ready;

@@ -210,9 +210,11 @@ describe('ambient mode: ztunnel impersonation (HTTP double of the Kubernetes API
     env.api.createPod('shop', 'db-0', { serviceAccount: 'db', node: 'n1' });
     env.api.createPod('shop', 'queue-0', { serviceAccount: 'queue', node: 'n1' });
     await eventually(async () => (await ask(tok, id('shop', 'queue'))).status === 'OK');
-    const db = [];
-    for (let i = 0; i < 5; i++) db.push((await ask(tok, id('shop', 'db'))).status);
-    expect(db).toContain('RESOURCE_EXHAUSTED');
+    // CSRs made first, then sent together: the burst (3) is spent before a token refills, however loaded the machine.
+    const csrs = await Promise.all(Array.from({ length: 8 }, () => peculiarCsr()));
+    const db = await Promise.all(csrs.map((c) => createCertificate(client, { csr: c.csrPem, authorization: [`Bearer ${tok}`], metadata: { ImpersonatedIdentity: id('shop', 'db') } })));
+    expect(db.map((r) => r.status)).toContain('RESOURCE_EXHAUSTED');
+    expect(db.map((r) => r.status)).toContain('OK');
     expect((await ask(tok, id('shop', 'queue'))).status).toBe('OK');
   });
 });

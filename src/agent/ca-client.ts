@@ -8,6 +8,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import * as grpc from '@grpc/grpc-js';
+import { ERROR_TRAILER } from '../grpc/status.ts';
 import { create } from '@bufbuild/protobuf';
 import { IstioCertificateRequestSchema, IstioCertificateService, type IstioCertificateRequest } from '../gen/istio/v1/auth/ca_pb.js';
 import { TrustService, WatchBundleRequestSchema, type BundleUpdate as BundleUpdateMessage } from '../gen/castellan/v1/trust_pb.js';
@@ -61,13 +62,19 @@ const KIND_OF: Partial<Record<grpc.status, ErrorKind>> = {
   [grpc.status.OUT_OF_RANGE]: 'INVALID_ARGUMENT',
 };
 
-/** A gRPC client error as a CastellanError (status name and details kept; details are the server's public message). */
+/**
+ * A gRPC client error as a CastellanError: status name and details kept
+ * (details are the server's public message), and the server's stable
+ * `x-castellan-error` code when it sent one, so the agent's logs name it.
+ */
 export function fromGrpcError(e: unknown): CastellanError {
   const se = e as Partial<grpc.ServiceError>;
   if (typeof se?.code !== 'number') return new CastellanError('INTERNAL', 'ca_client.failed', 'certificate request failed', { cause: e });
   const kind = KIND_OF[se.code as grpc.status] ?? 'INTERNAL';
   const name = grpc.status[se.code] ?? String(se.code);
-  return new CastellanError(kind, `ca_client.${name.toLowerCase()}`, `CA answered ${name}: ${String(se.details ?? '').slice(0, 300)}`, { cause: e });
+  const trailer = se.metadata?.get(ERROR_TRAILER)[0];
+  const serverCode = typeof trailer === 'string' && /^[a-z0-9_.-]{1,64}$/.test(trailer) ? ` (${trailer})` : '';
+  return new CastellanError(kind, `ca_client.${name.toLowerCase()}`, `CA answered ${name}${serverCode}: ${String(se.details ?? '').slice(0, 300)}`, { cause: e });
 }
 
 export interface BundleUpdate {

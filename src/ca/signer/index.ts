@@ -11,6 +11,7 @@
  * Nothing slow belongs in here: authentication happens before `issue()`.
  */
 import { Worker } from 'node:worker_threads';
+import { systemClock, type Clock } from '../../platform/clock.ts';
 import { CastellanError } from '../../platform/errors.ts';
 import type { IssueRequest, IssueResult, IssuerMaterial } from '../issue.ts';
 import type { BatchMessage, BatchReply, ItemOutcome } from './protocol.ts';
@@ -41,6 +42,8 @@ export interface BatchSignerOptions {
    * tail got worse in a bench/grpc-e2e run (docs/performance.md). Default 0.
    */
   nice?: number;
+  /** Time for requests that bring none and for close()'s drain deadline; default the system clock. */
+  clock?: Clock;
   /** Observer called once per settled batch (metrics, tests). Must not throw. */
   onBatch?: (b: BatchReport) => void;
 }
@@ -94,12 +97,16 @@ export class BatchSigner {
   private issued = 0;
   private respawns = 0;
   private closed = false;
+  private readonly clock: Clock;
+  /** close() waiting for the queue and the batches in flight to empty */
+  private onDrained: (() => void) | undefined;
 
   constructor(opts: BatchSignerOptions) {
     if (!(opts.maxBatchSize >= 1) || !(opts.maxQueue >= 1) || !(opts.maxBatchWaitMs >= 0) || !(opts.workers >= 0)) {
       throw new CastellanError('INVALID_ARGUMENT', 'signer.options', 'signer options: maxBatchSize and maxQueue must be >= 1, maxBatchWaitMs and workers >= 0');
     }
     this.opts = opts;
+    this.clock = opts.clock ?? systemClock;
     for (let i = 0; i < opts.workers; i++) this.slots.push(this.spawn());
   }
 
@@ -158,7 +165,7 @@ export class BatchSigner {
       return Promise.reject(new CastellanError('RESOURCE_EXHAUSTED', 'signer.queue_full', 'the CA is at capacity; retry with backoff'));
     }
     return new Promise((resolve, reject) => {
-      const full: IssueRequest = { csrPem: req.csrPem, spiffeId: req.spiffeId, ttlMs: req.ttlMs, now: req.now ?? Date.now() };
+      const full: IssueRequest = { csrPem: req.csrPem, spiffeId: req.spiffeId, ttlMs: req.ttlMs, now: req.now ?? this.clock.now() };
       this.queue.push({ req: full, resolve, reject });
       if (this.ripe || this.queue.length >= this.opts.maxBatchSize) this.cut();
       else if (!this.timer) {
@@ -247,6 +254,7 @@ export class BatchSigner {
     } catch {
       // an observer must not break issuance
     }
+    if (this.onDrained && this.queue.length + this.inFlightCount === 0) this.onDrained();
   }
 
   stats(): { queued: number; inFlight: number; batches: number; issued: number } {
@@ -265,8 +273,20 @@ export class BatchSigner {
       this.ripe = true;
       this.cut();
     }
-    const deadline = Date.now() + CLOSE_DRAIN_MS;
-    while (this.queue.length + this.inFlightCount > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+    if (this.queue.length + this.inFlightCount > 0) {
+      // Settled batches call onDrained once nothing is queued or in flight; the deadline cuts the wait short.
+      // The workers are unref'd: a ref'd handle keeps the process up until the drain ends (no polling).
+      const keepAlive = setInterval(() => undefined, 2 ** 30);
+      await new Promise<void>((resolve) => {
+        const deadline = this.clock.setTimer(resolve, CLOSE_DRAIN_MS);
+        this.onDrained = () => {
+          deadline.cancel();
+          resolve();
+        };
+      });
+      this.onDrained = undefined;
+      clearInterval(keepAlive);
+    }
     const slots = this.slots;
     this.slots = [];
     for (const s of slots) s.dead = true;

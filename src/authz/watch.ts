@@ -16,6 +16,7 @@
  */
 import { statSync, watch, type FSWatcher } from 'node:fs';
 import { dirname } from 'node:path';
+import { systemClock, type Clock, type TimerHandle } from '../platform/clock.ts';
 import type { Logger } from '../platform/logger.ts';
 import { AuthzEngine, type EngineOptions } from './engine.ts';
 import { EngineHolder } from './engine-holder.ts';
@@ -36,6 +37,8 @@ export interface PolicyWatcherOptions {
   readonly debounceMs?: number;
   /** Called after every reload attempt (tests). */
   readonly onReload?: (r: { ok: boolean; policies: number; error?: string }) => void;
+  /** Time of the poll and the settle checks; default the system clock. */
+  readonly clock?: Clock;
 }
 
 export class PolicyWatcher {
@@ -43,8 +46,9 @@ export class PolicyWatcher {
   #fingerprint: string;
   readonly #opts: PolicyWatcherOptions;
   readonly #watchers: FSWatcher[] = [];
-  #timer: NodeJS.Timeout | undefined;
-  #debounce: NodeJS.Timeout | undefined;
+  readonly #clock: Clock;
+  #timer: TimerHandle | undefined;
+  #debounce: TimerHandle | undefined;
   /** A changed fingerprint not yet loaded, and when it was first seen. */
   #pending: { fp: string; since: number } | undefined;
   #closed = false;
@@ -52,6 +56,7 @@ export class PolicyWatcher {
   /** Loads the initial set; throws CastellanError when it is invalid. */
   constructor(opts: PolicyWatcherOptions) {
     this.#opts = opts;
+    this.#clock = opts.clock ?? systemClock;
     this.#fingerprint = policyFingerprint(opts.paths);
     this.#holder = new EngineHolder(AuthzEngine.compile(loadPolicies(opts.paths).policies, opts.engine), { ready: true, metrics: opts.metrics });
     const dirs = new Set<string>();
@@ -75,8 +80,17 @@ export class PolicyWatcher {
     }
     const poll = opts.pollMs ?? 2000;
     if (poll > 0) {
-      this.#timer = setInterval(() => this.#check(), poll);
-      this.#timer.unref();
+      const tick = (): void => {
+        this.#timer = this.#clock.setTimer(() => {
+          if (this.#closed) return;
+          try {
+            this.#check();
+          } finally {
+            tick();
+          }
+        }, poll);
+      };
+      tick();
     }
   }
 
@@ -96,9 +110,8 @@ export class PolicyWatcher {
 
   #recheck(ms: number): void {
     if (this.#closed) return;
-    clearTimeout(this.#debounce);
-    this.#debounce = setTimeout(() => this.#check(), ms);
-    this.#debounce.unref();
+    this.#debounce?.cancel();
+    this.#debounce = this.#clock.setTimer(() => this.#check(), ms);
   }
 
   #check(): void {
@@ -109,7 +122,7 @@ export class PolicyWatcher {
       return;
     }
     const settle = this.#opts.debounceMs ?? 100;
-    const now = performance.now();
+    const now = this.#clock.now();
     if (this.#pending?.fp !== fp) {
       this.#pending = { fp, since: now }; // first sight, or still being written
       this.#recheck(settle);
@@ -141,8 +154,8 @@ export class PolicyWatcher {
 
   close(): void {
     this.#closed = true;
-    clearInterval(this.#timer);
-    clearTimeout(this.#debounce);
+    this.#timer?.cancel();
+    this.#debounce?.cancel();
     for (const w of this.#watchers) w.close();
   }
 }

@@ -29,7 +29,7 @@ export default tseslint.config(
   // grow past its size today. Delete an entry once its function is under 150 lines.
   ...Object.entries({
     'src/agent/agent.ts': 152,
-    'src/kube/bundle-publisher.ts': 254,
+    'src/kube/bundle-publisher.ts': 197,
     'src/kube/keystore-secret.ts': 207,
     'src/kube/lease.ts': 215,
     'src/kube/policy-watch.ts': 161,

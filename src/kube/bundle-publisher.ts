@@ -74,6 +74,76 @@ export interface ConfigMapBundlePublisher extends TrustBundlePublisher {
   readonly watchStats: () => { lists: number; watches: number; gone: number };
 }
 
+/** Every namespace matching `selector`, page by page; an expired continue token starts the list again (once). */
+async function listAllNamespaces(api: CoreV1Api, selector: string | undefined, pageSize: number, what: string): Promise<{ items: V1Namespace[]; resourceVersion?: string }> {
+  for (let restart = 0; ; restart++) {
+    const items: V1Namespace[] = [];
+    let resourceVersion: string | undefined;
+    let cont: string | undefined;
+    try {
+      do {
+        const page = await api.listNamespace({ labelSelector: selector, limit: pageSize, _continue: cont });
+        resourceVersion ??= page.metadata?.resourceVersion;
+        items.push(...page.items);
+        cont = page.metadata?._continue || undefined;
+      } while (cont);
+      return { items, resourceVersion };
+    } catch (e) {
+      // a continue token that expired between pages: start the list again (once)
+      if (isStatus(e, 410) && restart === 0) continue;
+      throw kubeFailure(e, 'bundle', `list ${what}`);
+    }
+  }
+}
+
+async function readMap(api: CoreV1Api, ns: string, cmName: string): Promise<V1ConfigMap | null> {
+  try {
+    return await api.readNamespacedConfigMap({ name: cmName, namespace: ns });
+  } catch (e) {
+    if (isStatus(e, 404)) return null;
+    throw e;
+  }
+}
+
+/**
+ * Makes ConfigMap `ns/cmName` hold `b` under `key`: created, updated, or
+ * already so ('skipped' when the namespace is gone). Conflicts with other
+ * writers are resolved by reading again, a few times; other errors throw.
+ */
+async function writeBundle(api: CoreV1Api, ns: string, cmName: string, key: string, b: string): Promise<Exclude<NamespaceOutcome, 'failed'>> {
+  let cm = await readMap(api, ns, cmName);
+  for (let attempt = 0; attempt < 4; attempt++) {
+    if (cm === null) {
+      try {
+        await api.createNamespacedConfigMap({
+          namespace: ns,
+          body: { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: cmName, namespace: ns, labels: { 'istio.io/config': 'true' } }, data: { [key]: b } },
+        });
+        return 'created';
+      } catch (e) {
+        if (isStatus(e, 409)) {
+          cm = await readMap(api, ns, cmName); // created meanwhile by someone else: look at theirs
+          continue;
+        }
+        if (isStatus(e, 404)) return 'skipped'; // the namespace is gone
+        throw e;
+      }
+    }
+    if (cm.data?.[key] === b) return 'unchanged';
+    try {
+      await api.replaceNamespacedConfigMap({ name: cmName, namespace: ns, body: { ...cm, apiVersion: 'v1', kind: 'ConfigMap', data: { ...cm.data, [key]: b } } });
+      return 'updated';
+    } catch (e) {
+      if (isStatus(e, 409) || isStatus(e, 404)) {
+        cm = await readMap(api, ns, cmName); // changed or deleted meanwhile: start from what is there now
+        continue;
+      }
+      throw e;
+    }
+  }
+  throw new CastellanError('ABORTED', 'bundle.conflict', 'the ConfigMap kept changing while being written');
+}
+
 export function configMapBundlePublisher(o: BundlePublisherOptions = {}): ConfigMapBundlePublisher {
   const kc = o.kubeConfig ?? loadKubeConfig(o.kubeconfig);
   const api = kc.makeApiClient(CoreV1Api);
@@ -113,72 +183,15 @@ export function configMapBundlePublisher(o: BundlePublisherOptions = {}): Config
     return run;
   };
 
-  async function listNamespaces(): Promise<{ items: V1Namespace[]; resourceVersion?: string }> {
-    for (let restart = 0; ; restart++) {
-      const items: V1Namespace[] = [];
-      let resourceVersion: string | undefined;
-      let cont: string | undefined;
-      try {
-        do {
-          const page = await api.listNamespace({ labelSelector: selector, limit: pageSize, _continue: cont });
-          resourceVersion ??= page.metadata?.resourceVersion;
-          items.push(...page.items);
-          cont = page.metadata?._continue || undefined;
-        } while (cont);
-        return { items, resourceVersion };
-      } catch (e) {
-        // a continue token that expired between pages: start the list again (once)
-        if (isStatus(e, 410) && restart === 0) continue;
-        throw kubeFailure(e, 'bundle', `list ${what}`);
-      }
-    }
-  }
+  const listNamespaces = (): Promise<{ items: V1Namespace[]; resourceVersion?: string }> => listAllNamespaces(api, selector, pageSize, what);
 
   const usable = (ns: V1Namespace): boolean => !!ns.metadata?.name && ns.status?.phase !== 'Terminating';
-
-  async function readMap(ns: string): Promise<V1ConfigMap | null> {
-    try {
-      return await api.readNamespacedConfigMap({ name: cmName, namespace: ns });
-    } catch (e) {
-      if (isStatus(e, 404)) return null;
-      throw e;
-    }
-  }
 
   /** Makes one namespace's ConfigMap hold `b`. Never throws. */
   async function ensure(ns: string, b: string): Promise<NamespaceOutcome> {
     try {
-      let cm = await readMap(ns);
-      for (let attempt = 0; attempt < 4; attempt++) {
-        if (cm === null) {
-          try {
-            await api.createNamespacedConfigMap({
-              namespace: ns,
-              body: { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: cmName, namespace: ns, labels: { 'istio.io/config': 'true' } }, data: { [key]: b } },
-            });
-            return done(ns, b, 'created');
-          } catch (e) {
-            if (isStatus(e, 409)) {
-              cm = await readMap(ns); // created meanwhile by someone else: look at theirs
-              continue;
-            }
-            if (isStatus(e, 404)) return done(ns, undefined, 'skipped'); // the namespace is gone
-            throw e;
-          }
-        }
-        if (cm.data?.[key] === b) return done(ns, b, 'unchanged');
-        try {
-          await api.replaceNamespacedConfigMap({ name: cmName, namespace: ns, body: { ...cm, apiVersion: 'v1', kind: 'ConfigMap', data: { ...cm.data, [key]: b } } });
-          return done(ns, b, 'updated');
-        } catch (e) {
-          if (isStatus(e, 409) || isStatus(e, 404)) {
-            cm = await readMap(ns); // changed or deleted meanwhile: start from what is there now
-            continue;
-          }
-          throw e;
-        }
-      }
-      throw new CastellanError('ABORTED', 'bundle.conflict', 'the ConfigMap kept changing while being written');
+      const outcome = await writeBundle(api, ns, cmName, key, b);
+      return done(ns, outcome === 'skipped' ? undefined : b, outcome);
     } catch (e) {
       failed.add(ns);
       holds.delete(ns);

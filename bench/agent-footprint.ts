@@ -153,6 +153,8 @@ interface AgentRun {
   peakRssMiB: number;
   startToSocketMs: number;
   startToFirstCertMs: number;
+  /** CPU the agent used from start to the first certificate: what the wall time is on an idle machine's core, give or take waiting for the CA */
+  startCpuMs: number;
   idle: TreeReading;
   idleCpuPercent: number;
   probe?: Record<string, unknown>;
@@ -189,6 +191,7 @@ async function runAgent(ca: { target: string; rootPem: string; token: string }, 
       watch = watchSecrets(socket, `sidecar~10.0.0.1~footprint-${n}.bench~bench.svc.cluster.local`, () => resolve(performance.now() - t0), reject);
     });
     const startToFirstCertMs = await Promise.race([first, sleep(60_000).then(() => Promise.reject(new Error('no certificate within 60 s')))]);
+    const startCpuMs = readTree(agent.pid!).cpuSeconds * 1000;
     // The ops address (the agent logs it once started).
     while (!/"event":"agent.started"/.test(log)) await sleep(10);
     const http = /"http":"([^"]+)"/.exec(log)?.[1];
@@ -201,7 +204,7 @@ async function runAgent(ca: { target: string; rootPem: string; token: string }, 
         const r = await get(`http://${http}${path}`);
         if (r.status !== 200) throw new Error(`${path}: ${r.status} ${r.body}`);
       }
-      await sleep(Math.min(5000, IDLE_MS - (performance.now() - idleStart)));
+      await sleep(Math.max(0, Math.min(5000, IDLE_MS - (performance.now() - idleStart))));
     }
     const idleSeconds = (performance.now() - idleStart) / 1000;
     const idle = readTree(agent.pid!);
@@ -213,7 +216,7 @@ async function runAgent(ca: { target: string; rootPem: string; token: string }, 
       await sleep(200);
       probe = JSON.parse(readFileSync(probeOut, 'utf8')) as Record<string, unknown>;
     }
-    return { peakRssMiB, startToSocketMs, startToFirstCertMs, idle, idleCpuPercent: ((idle.cpuSeconds - cpu0) / idleSeconds) * 100, probe };
+    return { peakRssMiB, startToSocketMs, startToFirstCertMs, startCpuMs, idle, idleCpuPercent: ((idle.cpuSeconds - cpu0) / idleSeconds) * 100, probe };
   } finally {
     sampler.stop();
     watch?.close();
@@ -244,7 +247,18 @@ function printProbe(p: Record<string, unknown>): void {
   for (const [k, v] of [...byPkg].sort((a, b) => b[1].bytes - a[1].bytes).slice(0, 20)) console.log(`      ${k.padEnd(36)} ${String(v.n).padStart(4)} files ${(v.bytes / 1024).toFixed(0).padStart(6)} KiB source`);
 }
 
+/** CPU (ms) a process running `code` uses from start to exit, from its own process.cpuUsage() at exit. */
+async function startCpu(code: string): Promise<number> {
+  const p = spawn(node, ['--input-type=module', '-e', `${code}; process.on('exit', () => { const c = process.cpuUsage(); process.stdout.write(String((c.user + c.system) / 1000)); });`], { cwd: root, stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
+  p.stdout!.on('data', (d: Buffer) => (out += d));
+  await new Promise((r) => p.once('exit', r));
+  return Number(out);
+}
+
 const dir = tempDir('castellan-footprint-');
+const bareStartCpuMs = median([await startCpu(''), await startCpu(''), await startCpu('')]);
+const grpcStartCpuMs = median([await startCpu("await import('@grpc/grpc-js')"), await startCpu("await import('@grpc/grpc-js')"), await startCpu("await import('@grpc/grpc-js')")]);
 const server = await startBenchServer({ identities: 1, extraArgs: ['--http-listen', '127.0.0.1:0'] });
 const bare = baseline(BARE);
 const grpc = baseline(GRPC);
@@ -268,11 +282,14 @@ try {
       idleCpuPercent: m((r) => r.idleCpuPercent),
       startToSocketMs: m((r) => r.startToSocketMs),
       startToFirstCertMs: m((r) => r.startToFirstCertMs),
+      startCpuMs: m((r) => r.startCpuMs),
       processes: runs[0]!.idle.processes,
       threads: runs[0]!.idle.threads,
     },
     bareNode: { rssMiB: b.rssMiB, pssMiB: b.pssMiB, peakRssMiB: b.hwmMiB, threads: b.threads },
     nodeGrpcJs: { rssMiB: g.rssMiB, pssMiB: g.pssMiB, peakRssMiB: g.hwmMiB, threads: g.threads },
+    bareNodeStartCpuMs: bareStartCpuMs,
+    nodeGrpcJsStartCpuMs: grpcStartCpuMs,
     caServer: { idleRssMiB: ca.rssMiB, threads: ca.threads, processes: ca.processes },
   };
   const f = (x: number): string => x.toFixed(1).padStart(8);
@@ -285,6 +302,7 @@ try {
   console.log(`  ${'threads'.padEnd(40)}${f(out.agent.threads)}${f(b.threads)}${f(g.threads)}`);
   console.log(`  ${'start -> SDS socket listening (ms)'.padEnd(40)}${f(out.agent.startToSocketMs)}`);
   console.log(`  ${'start -> first certificate over SDS (ms)'.padEnd(40)}${f(out.agent.startToFirstCertMs)}`.padEnd(82) + '   1000');
+  console.log(`  ${'  CPU used until then (ms)'.padEnd(40)}${f(out.agent.startCpuMs)}${f(bareStartCpuMs)}${f(grpcStartCpuMs)}`);
   console.log(`  CA server, idle after issuing: RSS ${ca.rssMiB.toFixed(1)} MiB, ${ca.threads} threads (peak under the 100 000 burst: bench/burst.ts)`);
   if (runs[0]!.probe) printProbe(runs[0]!.probe);
   console.log(`RESULT ${JSON.stringify(out)}`);

@@ -194,7 +194,10 @@ async function runAgent(ca: { target: string; rootPem: string; token: string }, 
     const startToFirstCertMs = await Promise.race([first, sleep(60_000).then(() => Promise.reject(new Error('no certificate within 60 s')))]);
     const startCpuMs = readTree(agent.pid!).cpuSeconds * 1000;
     // The ops address (the agent logs it once started).
-    while (!/"event":"agent.started"/.test(log)) await sleep(10);
+    while (!/"event":"agent.started"/.test(log)) {
+      if (agent.exitCode !== null || performance.now() - t0 > 60_000) throw new Error(`the agent did not log its start: ${log.slice(-2000)}`);
+      await sleep(10);
+    }
     const http = /"http":"([^"]+)"/.exec(log)?.[1];
     if (!http) throw new Error('the agent did not log its http address');
     if ((await get(`http://${http}/metrics`)).status !== 200) throw new Error('/metrics failed');

@@ -254,6 +254,11 @@ export class CaManager {
     return this.current;
   }
 
+  /** What automatic rotation would do next and when (shown by the admin API's Status). */
+  nextAutoStep(): ReturnType<typeof nextAutoStep> {
+    return nextAutoStep(this.stored.doc, this.now, this.o.propagationMs);
+  }
+
   /** Subscribes to view changes; returns the unsubscribe function. */
   onChange(l: ChangeListener): () => void {
     this.listeners.add(l);

@@ -39,6 +39,15 @@ describe('Helm chart', () => {
     sameObjects(renderChart({ policyWatch: { enabled: true } }), kustomizeBuild(join(DEPLOY, 'kubernetes/overlays/policy-watch')));
   });
 
+  it('with prometheusRule.enabled renders exactly overlays/observability (deploy/observability/alerts.yaml)', () => {
+    sameObjects(renderChart({ prometheusRule: { enabled: true } }), kustomizeBuild(join(DEPLOY, 'kubernetes/overlays/observability')));
+    const rule = renderChart({ prometheusRule: { enabled: true, labels: { release: 'kube-prometheus' }, queueMax: '20000' } }).find((o) => o.kind === 'PrometheusRule')!;
+    expect(rule.metadata.labels).toEqual({ 'app.kubernetes.io/name': 'castellan', 'app.kubernetes.io/instance': 'castellan', release: 'kube-prometheus' });
+    const queue = (rule.spec.groups as Obj[]).flatMap((g) => g.rules as Obj[]).find((r) => r.alert === 'CastellanSignerQueueNearLimit')!;
+    expect(queue.expr).toMatch(/> 0\.8 \* 20000$/);
+    expect(renderChart().some((o) => o.kind === 'PrometheusRule')).toBe(false);
+  });
+
   it('carries the values into the config file and the Deployment', () => {
     const objs = renderChart({
       trustDomain: 'example.org',

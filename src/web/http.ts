@@ -3,8 +3,8 @@
  * `castellan console`: a page, its script and stylesheet, and (for the
  * console) a JSON endpoint. Local tools, so:
  * - loopback only unless the caller explicitly allows another address;
- * - requests whose Host header is not the address we listen on are refused
- *   (a DNS-rebinding page on the web cannot read the console through the
+ * - requests whose Host header is not a loopback name are refused (a
+ *   DNS-rebinding page on the web cannot read the console through the
  *   browser of the admin who runs it);
  * - a strict Content-Security-Policy (nothing but this origin: no CDN, no
  *   inline script), no caching, no referrer, no framing;
@@ -65,13 +65,14 @@ export function parseListen(flag: string, value: string, allowRemote: boolean): 
   return { host, port };
 }
 
-function hostAllowed(req: IncomingMessage, port: number, bound: string): boolean {
-  const h = req.headers.host;
-  if (!h) return false;
-  const m = /^(\[[0-9a-fA-F:]+\]|[^:]+)(?::(\d+))?$/.exec(h);
-  if (!m || Number(m[2] ?? 80) !== port) return false;
-  const name = m[1]!.replace(/^\[|\]$/g, '').toLowerCase();
-  return name === bound || name === 'localhost' || (isLoopback(bound) && isLoopback(name));
+/**
+ * The Host header names this machine's loopback (any port: `kubectl
+ * port-forward 9000:8181` arrives as localhost:9000). A page of another
+ * site that rebinds its name to 127.0.0.1 sends its own name and is refused.
+ */
+function hostAllowed(req: IncomingMessage): boolean {
+  const m = /^(\[[0-9a-fA-F:]+\]|[^:]+)(?::\d+)?$/.exec(req.headers.host ?? '');
+  return m !== null && isLoopback(m[1]!.toLowerCase());
 }
 
 function send(res: ServerResponse, status: number, type: string, body: string | Buffer, head: boolean): void {
@@ -81,7 +82,6 @@ function send(res: ServerResponse, status: number, type: string, body: string | 
 
 /** Serves `routes` (path → asset or JSON producer) on host:port. */
 export async function startPageServer(o: { host: string; port: number; routes: Record<string, Route>; allowAnyHost?: boolean; onError?: (e: unknown) => void }): Promise<PageServer> {
-  let port = o.port;
   const server: Server = createServer((req, res) => {
     const head = req.method === 'HEAD';
     if (req.method !== 'GET' && !head) {
@@ -89,7 +89,7 @@ export async function startPageServer(o: { host: string; port: number; routes: R
       send(res, 405, 'text/plain; charset=utf-8', 'read-only: GET and HEAD only\n', head);
       return;
     }
-    if (!o.allowAnyHost && !hostAllowed(req, port, o.host.toLowerCase())) {
+    if (!o.allowAnyHost && !hostAllowed(req)) {
       send(res, 421, 'text/plain; charset=utf-8', 'unexpected Host header: open this page through the address it listens on\n', head);
       return;
     }
@@ -119,7 +119,7 @@ export async function startPageServer(o: { host: string; port: number; routes: R
     server.listen(o.port, o.host, () => resolve());
   });
   const addr = server.address();
-  port = typeof addr === 'object' && addr ? addr.port : o.port;
+  const port = typeof addr === 'object' && addr ? addr.port : o.port;
   const shown = o.host.includes(':') ? `[${o.host}]` : o.host;
   return {
     url: `http://${shown}:${port}/`,

@@ -189,6 +189,11 @@ describeWith([peers.chromium], 'policy playground in Chromium', () => {
       get(pg.url, { headers: { host: `rebind.example:${new URL(pg.url).port}` } }, (res) => (res.resume(), resolve(res.statusCode!))).on('error', reject);
     });
     expect(status).toBe(421);
+    // a loopback name on another port is fine: kubectl port-forward 9000:<port> arrives as localhost:9000
+    const forwarded = await new Promise<number>((resolve, reject) => {
+      get(pg.url, { headers: { host: 'localhost:9000' } }, (res) => (res.resume(), resolve(res.statusCode!))).on('error', reject);
+    });
+    expect(forwarded).toBe(200);
     const post = await fetch(pg.url, { method: 'POST' });
     expect(post.status).toBe(405);
     const ok = await fetch(pg.url);

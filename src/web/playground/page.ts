@@ -167,6 +167,7 @@ cases:
     request:
       workload: {namespace: foo, labels: {app: httpbin}}
       source: {principal: cluster.local/ns/bar/sa/sleep}
+      destination: {port: 8000}
       request: {method: GET, path: /status/418}
     expect: ALLOW
     policy: foo/httpbin-readers
@@ -174,12 +175,14 @@ cases:
     request:
       workload: {namespace: foo, labels: {app: httpbin}}
       source: {principal: cluster.local/ns/bar/sa/sleep}
+      destination: {port: 8000}
       request: {method: POST, path: /status/418}
     expect: DENY
   - name: nobody reaches the admin pages
     request:
       workload: {namespace: foo, labels: {app: httpbin}}
       source: {principal: cluster.local/ns/bar/sa/sleep}
+      destination: {port: 8000}
       request: {method: GET, path: /admin/config}
     expect: DENY
     policy: foo/deny-admin

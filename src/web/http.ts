@@ -8,8 +8,15 @@
  *   browser of the admin who runs it);
  * - a strict Content-Security-Policy (nothing but this origin: no CDN, no
  *   inline script), no caching, no referrer, no framing;
- * - GET and HEAD only: nothing here changes anything.
+ * - GET and HEAD only: nothing here changes anything;
+ * - the JSON routes (the CA's state, the files given on the command line)
+ *   need the access token of the address the command prints (in the URL's
+ *   fragment, so it is never sent in a Referer or logged; the page sends it
+ *   as a bearer token): another user of this machine reaching the loopback
+ *   port reads nothing the owner of the admin socket or of the files could
+ *   not already.
  */
+import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { isIP } from 'node:net';
 import { CastellanError } from '../platform/errors.ts';
@@ -23,7 +30,7 @@ export interface Asset {
 export type Route = Asset | (() => Promise<unknown>);
 
 export interface PageServer {
-  /** http://host:port/ */
+  /** http://host:port/#token=…: the address to open (the fragment carries the access token) */
   readonly url: string;
   close(): Promise<void>;
 }
@@ -75,6 +82,14 @@ function hostAllowed(req: IncomingMessage): boolean {
   return m !== null && isLoopback(m[1]!.toLowerCase());
 }
 
+function authorized(req: IncomingMessage, token: string): boolean {
+  const m = /^Bearer ([A-Za-z0-9_-]{1,128})$/.exec(req.headers.authorization ?? '');
+  if (!m) return false;
+  const given = Buffer.from(m[1]!);
+  const want = Buffer.from(token);
+  return given.length === want.length && timingSafeEqual(given, want);
+}
+
 function send(res: ServerResponse, status: number, type: string, body: string | Buffer, head: boolean): void {
   res.writeHead(status, { ...HEADERS, 'content-type': type, 'content-length': Buffer.byteLength(body) });
   res.end(head ? undefined : body);
@@ -82,6 +97,7 @@ function send(res: ServerResponse, status: number, type: string, body: string | 
 
 /** Serves `routes` (path → asset or JSON producer) on host:port. */
 export async function startPageServer(o: { host: string; port: number; routes: Record<string, Route>; allowAnyHost?: boolean; onError?: (e: unknown) => void }): Promise<PageServer> {
+  const token = randomBytes(24).toString('base64url');
   const server: Server = createServer((req, res) => {
     const head = req.method === 'HEAD';
     if (req.method !== 'GET' && !head) {
@@ -95,6 +111,10 @@ export async function startPageServer(o: { host: string; port: number; routes: R
     }
     const path = (req.url ?? '/').split('?')[0]!;
     const route = Object.hasOwn(o.routes, path) ? o.routes[path] : undefined;
+    if (typeof route === 'function' && !authorized(req, token)) {
+      send(res, 401, 'application/json; charset=utf-8', JSON.stringify({ error: 'no or wrong access token: open the page with the address the command printed (it ends in #token=...)' }), head);
+      return;
+    }
     if (route === undefined) {
       send(res, 404, 'text/plain; charset=utf-8', 'not found\n', head);
       return;
@@ -122,7 +142,7 @@ export async function startPageServer(o: { host: string; port: number; routes: R
   const port = typeof addr === 'object' && addr ? addr.port : o.port;
   const shown = o.host.includes(':') ? `[${o.host}]` : o.host;
   return {
-    url: `http://${shown}:${port}/`,
+    url: `http://${shown}:${port}/#token=${token}`,
     close: () =>
       new Promise<void>((resolve) => {
         server.close(() => resolve());

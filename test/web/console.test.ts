@@ -68,7 +68,7 @@ it('usage/console: a non-loopback --listen is refused (exit 2); --help lists the
   const h = await castellan(['console', '--help']);
   expect(h.code).toBe(0);
   expect(h.stdout).toMatch(/--admin-socket PATH/);
-});
+}, 90_000);
 
 describeWith([peers.chromium], 'CA console in Chromium', () => {
   const data = join(tmp.path, 'ca');
@@ -89,7 +89,7 @@ describeWith([peers.chromium], 'CA console in Chromium', () => {
     const b = await launchChromium({ width: 1500, height: 1050 });
     closeBrowser = b.close;
     page = await b.context.newPage();
-    watch = watchPage(page, url.replace(/\/$/, ''));
+    watch = watchPage(page, new URL(url).origin);
     await page.goto(url);
     await page.waitForSelector('body[data-ready="true"]');
   }, 90_000);
@@ -141,12 +141,21 @@ describeWith([peers.chromium], 'CA console in Chromium', () => {
     expect(watch.errors).toEqual([]);
     const post = await fetch(new URL('/api/status', url), { method: 'POST' });
     expect(post.status).toBe(405);
+    // the CA's state needs the access token of the printed address (another local user has only the port)
+    const token = new URLSearchParams(new URL(url).hash.slice(1)).get('token')!;
+    expect(token).toMatch(/^[A-Za-z0-9_-]{32}$/);
+    const api = new URL('/api/status', url);
+    expect((await fetch(api)).status).toBe(401);
+    expect((await fetch(api, { headers: { authorization: `Bearer ${token.slice(0, -1)}x` } })).status).toBe(401);
+    const ok = await fetch(api, { headers: { authorization: `Bearer ${token}` } });
+    expect(ok.status).toBe(200);
+    expect(((await ok.json()) as { authorities: unknown[] }).authorities).toHaveLength(2);
     const status = await new Promise<number>((resolve, reject) => {
       get(new URL('/api/status', url), { headers: { host: `attacker.example:${new URL(url).port}` } }, (res) => (res.resume(), resolve(res.statusCode!))).on('error', reject);
     });
     expect(status).toBe(421);
     if (process.env.CASTELLAN_SCREENSHOTS) {
-      await page.click('#win-hour');
+      await page.click('#win-rotation');
       await page.waitForTimeout(600);
       await page.screenshot({ path: join(root, process.env.CASTELLAN_SCREENSHOTS, 'console.png'), fullPage: true });
       await page.click('#win-validity');

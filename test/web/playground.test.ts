@@ -60,7 +60,7 @@ it('usage/a --listen address that is not loopback is refused (exit 2) unless --a
   expect(bad.stderr).toMatch(/--listen must be HOST:PORT/);
   const help = await castellan(['authz', '--help'], tmp.path);
   expect(help.stdout).toMatch(/playground/);
-});
+}, 90_000);
 
 describeWith([peers.chromium], 'policy playground in Chromium', () => {
   let closeBrowser: () => Promise<void>;
@@ -73,7 +73,7 @@ describeWith([peers.chromium], 'policy playground in Chromium', () => {
     const b = await launchChromium();
     closeBrowser = b.close;
     page = await b.context.newPage();
-    watch = watchPage(page, pg.url.replace(/\/$/, ''));
+    watch = watchPage(page, new URL(pg.url).origin);
     await page.goto(pg.url);
     await page.waitForSelector('body[data-ready="true"]');
   }, 60_000);
@@ -194,6 +194,10 @@ describeWith([peers.chromium], 'policy playground in Chromium', () => {
       get(pg.url, { headers: { host: 'localhost:9000' } }, (res) => (res.resume(), resolve(res.statusCode!))).on('error', reject);
     });
     expect(forwarded).toBe(200);
+    // the files given on the command line need the access token of the printed address
+    const token = new URLSearchParams(new URL(pg.url).hash.slice(1)).get('token')!;
+    expect((await fetch(new URL('/initial.json', pg.url))).status).toBe(401);
+    expect((await fetch(new URL('/initial.json', pg.url), { headers: { authorization: `Bearer ${token}` } })).status).toBe(200);
     const post = await fetch(pg.url, { method: 'POST' });
     expect(post.status).toBe(405);
     const ok = await fetch(pg.url);

@@ -76,7 +76,7 @@ function nextSteps(a: ConsoleAuthority, s: ConsoleStatus): Step[] {
 
 // ---- the timeline ----------------------------------------------------------------
 
-type Window = 'validity' | 'day' | 'hour';
+type Window = 'validity' | 'rotation' | 'day';
 let windowMode: Window = 'validity';
 
 const EVENTS: [keyof ConsoleAuthority, string][] = [
@@ -103,10 +103,18 @@ function timeline(s: ConsoleStatus): SVGElement {
     const pad = (to - from) * 0.02;
     from -= pad;
     to += pad;
+  } else if (windowMode === 'rotation') {
+    // around the recent steps: the events and safe times of the authorities still trusted
+    const times = shown.filter((a) => a.state !== 'retired').flatMap((a) => [...EVENTS.map(([k]) => ms(a[k] as string)), a.state === 'prepared' ? (ms(a.preparedAt) ?? s.now) + s.propagationSeconds * 1000 : undefined, a.state === 'old' || a.state === 'tainted' ? ms(a.retireSafeAt) : undefined]);
+    const near = times.filter((t): t is number => t !== undefined && Math.abs(t - s.now) < 30 * 86_400_000);
+    from = Math.min(s.now - 60_000, ...near);
+    to = Math.max(s.now + 60_000, ...near);
+    const pad = (to - from) * 0.08;
+    from -= pad;
+    to += pad;
   } else {
-    const span = windowMode === 'day' ? 86_400_000 : 3_600_000;
-    from = s.now - span * 0.75;
-    to = s.now + span * 0.25;
+    from = s.now - 86_400_000 * 0.75;
+    to = s.now + 86_400_000 * 0.25;
   }
   const x = (t: number): number => left + ((Math.min(Math.max(t, from), to) - from) / (to - from)) * (width - left - right);
   const root = svg('svg', { viewBox: `0 0 ${width} ${height}`, class: 'timeline', role: 'img', 'aria-label': 'authorities on a timeline' });
@@ -115,7 +123,7 @@ function timeline(s: ConsoleStatus): SVGElement {
     const t = from + ((to - from) * i) / 5;
     const tx = x(t);
     root.append(svg('line', { x1: tx, x2: tx, y1: top - 6, y2: height - 6, class: 'tick' }));
-    const label = windowMode === 'validity' ? new Date(t).toISOString().slice(0, 10) : new Date(t).toISOString().slice(11, 16) + 'Z';
+    const label = windowMode === 'validity' ? new Date(t).toISOString().slice(0, 10) : to - from < 600_000 ? new Date(t).toISOString().slice(11, 19) + 'Z' : new Date(t).toISOString().slice(11, 16) + 'Z';
     root.append(svg('text', { x: tx, y: 14, class: 'tick-label', 'text-anchor': i === 0 ? 'start' : i === 5 ? 'end' : 'middle' }, label));
   }
   shown.forEach((a, i) => {
@@ -181,6 +189,8 @@ function nextAuto(s: ConsoleStatus): string {
 }
 
 let previous: CaCounters | undefined;
+/** The access token of the address `castellan console` printed (src/web/http.ts). */
+const token = new URLSearchParams(location.hash.slice(1)).get('token') ?? '';
 
 function rates(s: ConsoleStatus): HTMLElement[] {
   const m = s.metrics;
@@ -222,7 +232,7 @@ function render(s: ConsoleStatus): void {
 async function refresh(): Promise<void> {
   const status = $('conn');
   try {
-    const r = await fetch('/api/status', { cache: 'no-store' });
+    const r = await fetch('/api/status', { cache: 'no-store', headers: { authorization: `Bearer ${token}` } });
     const body = (await r.json()) as ConsoleStatus | { error: string };
     if ('error' in body) throw new Error(body.error);
     render(body);
@@ -237,10 +247,10 @@ async function refresh(): Promise<void> {
 
 async function main(): Promise<void> {
   const every = Number(document.body.dataset.refreshMs) || 2000;
-  for (const w of ['validity', 'day', 'hour'] as const) {
+  for (const w of ['validity', 'rotation', 'day'] as const) {
     $(`win-${w}`).addEventListener('click', () => {
       windowMode = w;
-      for (const o of ['validity', 'day', 'hour']) $(`win-${o}`).classList.toggle('on', o === w);
+      for (const o of ['validity', 'rotation', 'day']) $(`win-${o}`).classList.toggle('on', o === w);
       void refresh();
     });
   }

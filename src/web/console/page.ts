@@ -61,7 +61,7 @@ export function consoleHtml(refreshMs: number): string {
 <main>
 <div class="layout">
 <div class="stack">
-<section class="panel"><h2>Authorities <span class="windows"><button id="win-validity" class="on">validity</button><button id="win-day">last day</button><button id="win-hour">last hour</button></span></h2>
+<section class="panel"><h2>Authorities <span class="windows"><button id="win-validity" class="on">validity</button><button id="win-rotation">recent steps</button><button id="win-day">last day</button></span></h2>
 <div id="timeline"></div>
 <div class="legend"><span><i class="l-valid"></i>valid</span><span><i class="l-signing"></i>signing</span><span><i class="l-prepared"></i>prepared (trusted, not signing)</span><span>▼ prepared / activated / deactivated / tainted / retired</span><span><i class="l-safe"></i>activate / retire safe</span><span><i class="l-now"></i>now</span></div>
 <p><strong>Next automatic step:</strong> <span id="next-auto"></span></p>

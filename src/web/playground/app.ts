@@ -221,7 +221,7 @@ function evaluate(): void {
     const o = options();
     const engine = AuthzEngine.compile(loaded.policies, { rootNamespace: o.rootNamespace, pathNormalization: o.pathNormalization });
     renderDecision(engine.evaluate(request, { explain: true, customDecision: o.customDecision }));
-    status.textContent = `decided in the browser by the authz engine (${loaded.policies.length} policies)`;
+    status.textContent = `decided in this browser (${loaded.policies.length} policies)`;
   } catch (e) {
     $('policy-issues').append(el('li', { class: 'issue error' }, message(e)));
     fail(message(e));
@@ -309,7 +309,14 @@ function debounce(fn: () => void, ms: number): () => void {
 }
 
 async function main(): Promise<void> {
-  const init = (await (await fetch('/initial.json')).json()) as Initial;
+  // the access token of the address `castellan authz playground` printed (src/web/http.ts)
+  const token = new URLSearchParams(location.hash.slice(1)).get('token') ?? '';
+  const r = await fetch('/initial.json', { headers: { authorization: `Bearer ${token}` } });
+  if (!r.ok) {
+    $('status').textContent = ((await r.json()) as { error: string }).error;
+    return;
+  }
+  const init = (await r.json()) as Initial;
   $<HTMLTextAreaElement>('policies').value = init.policies;
   $<HTMLTextAreaElement>('request').value = init.request;
   $<HTMLTextAreaElement>('suite').value = init.suite;

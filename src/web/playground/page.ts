@@ -30,8 +30,8 @@ form.req .group { grid-column: 1 / -1; font-weight: 600; font-size: 11.5px; text
 #decided-by { margin: 8px 0 10px; font-weight: 500; }
 #trace td { font-size: 12.5px; }
 #trace { table-layout: fixed; }
-#trace th:nth-child(1) { width: 28%; } #trace th:nth-child(2) { width: 13%; } #trace th:nth-child(3) { width: 20%; }
-#trace td { overflow-wrap: anywhere; }
+#trace th:nth-child(1) { width: 27%; } #trace th:nth-child(2) { width: 15%; } #trace th:nth-child(3) { width: 19%; }
+#trace td:nth-child(1), #trace td.why { overflow-wrap: anywhere; }
 #trace td.why { font-family: var(--mono); font-size: 11.5px; white-space: pre-wrap; color: #3c4656; }
 #trace tr.decides td { background: #eaf1ff; font-weight: 600; }
 #trace tr.unselected td { color: #98a1ad; }

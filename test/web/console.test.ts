@@ -25,6 +25,9 @@ import { tempDir } from '../support/tmp.ts';
 const root = new URL('../..', import.meta.url).pathname;
 const BIN = join(root, 'bin/castellan.js');
 const NODE24 = join(root, 'node_modules/.bin/node');
+/** expect.poll with room for a loaded machine (the page refreshes, CLI commands start a Node each). */
+const poll = <T>(fn: () => T | Promise<T>) => expect.poll(fn, { timeout: 20_000, interval: 100 });
+
 const tmp = tempDir('castellan-console-');
 const procs: ChildProcess[] = [];
 afterAll(() => {
@@ -100,32 +103,32 @@ describeWith([peers.chromium], 'CA console in Chromium', () => {
   const states = (): Promise<string[]> => page.$$eval('svg.timeline g.row', (gs) => gs.map((g) => g.getAttribute('data-state') ?? '').sort());
 
   it('ok/one active authority on the timeline, in the bundle, with the command that starts a rotation', async () => {
-    await expect.poll(states).toEqual(['active']);
+    await poll(states).toEqual(['active']);
     expect(await page.textContent('#conn')).toMatch(/^live/);
     expect(await page.textContent('.card.state-active code.cmd')).toBe(`castellan ca prepare --admin-socket ${socket}`);
     expect(await page.$$('#bundle li')).toHaveLength(1);
     expect(await page.textContent('#next-auto')).toMatch(/automatic rotation is off/);
-  });
+  }, 90_000);
 
   it('ok/prepare → activate: the page follows each step, with when the next one is safe', async () => {
     const prep = await castellan(['ca', 'prepare', '--admin-socket', socket, '--output', 'json']);
     expect(prep.code, prep.stderr).toBe(0);
     const id = (JSON.parse(prep.stdout) as { authority: { id: string } }).authority.id;
-    await expect.poll(states).toEqual(['active', 'prepared']);
+    await poll(states).toEqual(['active', 'prepared']);
     const card = page.locator(`.card[data-id="${id}"]`);
     expect(await card.locator('code.cmd').textContent()).toBe(`castellan ca activate ${id} --admin-socket ${socket}`);
     expect(await card.textContent()).toMatch(/safe (in \d+ s|now)/);
-    await expect.poll(() => page.$$('#bundle li').then((l) => l.length)).toBe(2);
-    await expect.poll(() => card.textContent(), { timeout: 10_000 }).toMatch(/safe now/);
+    await poll(() => page.$$('#bundle li').then((l) => l.length)).toBe(2);
+    await poll(() => card.textContent()).toMatch(/safe now/);
     const act = await castellan(['ca', 'activate', '--admin-socket', socket]);
     expect(act.code, act.stderr).toBe(0);
-    await expect.poll(states).toEqual(['active', 'old']);
+    await poll(states).toEqual(['active', 'old']);
     expect(await page.getAttribute(`svg.timeline g.row[data-id="${id}"]`, 'data-state')).toBe('active');
     const old = page.locator('.card.state-old code.cmd');
     expect(await old.allTextContents()).toEqual([expect.stringMatching(/^castellan ca retire [0-9a-f]+ --admin-socket /), expect.stringMatching(/^castellan ca taint [0-9a-f]+ --admin-socket /)]);
     // The timeline marks the activation of the new authority.
     expect(await page.$$(`svg.timeline g.row[data-id="${id}"] .ev-activated`)).toHaveLength(1);
-  });
+  }, 90_000);
 
   it('ok/a refused CreateCertificate shows up among the refusals, by reason, from the server\'s /metrics', async () => {
     const client = createClient(IstioCertificateService, grpcAddr, grpc.credentials.createInsecure());
@@ -133,8 +136,8 @@ describeWith([peers.chromium], 'CA console in Chromium', () => {
     md.set('authorization', 'Bearer not-a-token');
     await expect(client.createCertificate(create(IstioCertificateRequestSchema, { csr: 'x', validityDuration: 3600n }), { metadata: md })).rejects.toMatchObject({ code: grpc.status.UNAUTHENTICATED });
     client.close();
-    await expect.poll(() => page.textContent('table.refusals')).toMatch(/authentication failed: token\s*1/);
-  });
+    await poll(() => page.textContent('table.refusals')).toMatch(/authentication failed: token\s*1/);
+  }, 90_000);
 
   it('ok/read-only and local: no foreign request, no page error, GET only, foreign Host refused', async () => {
     expect(watch.foreign).toEqual([]);
@@ -149,7 +152,12 @@ describeWith([peers.chromium], 'CA console in Chromium', () => {
     expect((await fetch(api, { headers: { authorization: `Bearer ${token.slice(0, -1)}x` } })).status).toBe(401);
     const ok = await fetch(api, { headers: { authorization: `Bearer ${token}` } });
     expect(ok.status).toBe(200);
-    expect(((await ok.json()) as { authorities: unknown[] }).authorities).toHaveLength(2);
+    const st = (await ok.json()) as { authorities: { id: string }[]; bundle: { ski: string }[]; nextStep: string; nextStepAt: string };
+    expect(st.authorities).toHaveLength(2);
+    // the admin API's new fields: the bundle as agents serve it (its roots are the two authorities) and the next step
+    expect(st.bundle.map((b) => b.ski).sort()).toEqual(st.authorities.map((a) => a.id).sort());
+    expect(['retire', '']).toContain(st.nextStep);
+    expect(Number.isNaN(Date.parse(st.nextStepAt))).toBe(false);
     const status = await new Promise<number>((resolve, reject) => {
       get(new URL('/api/status', url), { headers: { host: `attacker.example:${new URL(url).port}` } }, (res) => (res.resume(), resolve(res.statusCode!))).on('error', reject);
     });
@@ -160,10 +168,10 @@ describeWith([peers.chromium], 'CA console in Chromium', () => {
       await page.screenshot({ path: join(root, process.env.CASTELLAN_SCREENSHOTS, 'console.png'), fullPage: true });
       await page.click('#win-validity');
     }
-  });
+  }, 90_000);
 
   it('ok/the page says so when the server goes away', async () => {
     for (const p of procs.filter((x) => x.spawnargs.includes('server'))) p.kill('SIGTERM');
-    await expect.poll(() => page.textContent('#conn'), { timeout: 15_000 }).toMatch(/cannot read the CA: the admin API at .* did not answer/);
-  });
+    await poll(() => page.textContent('#conn')).toMatch(/cannot read the CA: the admin API at .* did not answer/);
+  }, 90_000);
 });

@@ -48,6 +48,9 @@ async function startPlayground(args: string[], cwd = root): Promise<{ url: strin
   return { url, proc };
 }
 
+/** expect.poll with room for a loaded machine (the page refreshes, CLI commands start a Node each). */
+const poll = <T>(fn: () => T | Promise<T>) => expect.poll(fn, { timeout: 20_000, interval: 100 });
+
 const tmp = tempDir('castellan-playground-');
 afterAll(() => tmp.cleanup());
 
@@ -92,30 +95,30 @@ describeWith([peers.chromium], 'policy playground in Chromium', () => {
   };
 
   it('ok/the example is decided in the page: ALLOW by foo/httpbin-readers, with the explanation', async () => {
-    await expect.poll(decision).toBe('ALLOW');
+    await poll(decision).toBe('ALLOW');
     expect(await decidedBy()).toMatch(/^ALLOW by foo\/httpbin-readers \(ALLOW, rule 0\)/);
     const rows = await page.$$eval('#trace-body tr', (trs) => trs.map((t) => t.textContent ?? ''));
     expect(rows.some((r) => r.includes('foo/deny-admin') && r.includes('no match') && r.includes('to[0].operation.paths'))).toBe(true);
     expect(await page.textContent('#explain')).toMatch(/policies considered \(3\):/);
-  });
+  }, 90_000);
 
   it('ok/typing a DENY policy flips the decision to DENY by it; removing it flips it back', async () => {
     const before = await page.inputValue('#policies');
     await typeAtEnd('---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata:\n  name: no-sleep\n  namespace: foo\nspec:\n  action: DENY\n  rules:\n  - from:\n    - source:\n        namespaces: ["bar"]\n');
-    await expect.poll(decision).toBe('DENY');
+    await poll(decision).toBe('DENY');
     expect(await decidedBy()).toMatch(/^DENY by foo\/no-sleep \(DENY, rule 0\)/);
     await page.fill('#policies', before);
-    await expect.poll(decision).toBe('ALLOW');
-  });
+    await poll(decision).toBe('ALLOW');
+  }, 90_000);
 
   it('ok/the request form writes the request: a path under /admin is DENY by foo/deny-admin', async () => {
     await page.fill('#f-path', '/admin/config');
-    await expect.poll(decision).toBe('DENY');
+    await poll(decision).toBe('DENY');
     expect(await decidedBy()).toMatch(/^DENY by foo\/deny-admin/);
     expect(await page.inputValue('#request')).toMatch(/path: \/admin\/config/);
     await page.fill('#f-path', '/status/200');
-    await expect.poll(decision).toBe('ALLOW');
-  });
+    await poll(decision).toBe('ALLOW');
+  }, 90_000);
 
   it('ok/a YAML error and a validation error are shown at their line, and nothing is decided', async () => {
     const good = await page.inputValue('#policies');
@@ -124,42 +127,42 @@ describeWith([peers.chromium], 'policy playground in Chromium', () => {
     expect(at).toBeGreaterThan(0);
     // Istio's rules: an unknown action is an error on the line of the action.
     await page.fill('#policies', [...lines.slice(0, at), lines[at]!.replace('DENY', 'DENNY'), ...lines.slice(at + 1)].join('\n'));
-    await expect.poll(decision).toBe('—');
+    await poll(decision).toBe('—');
     const issue = page.locator('#policy-issues li.error').first();
-    await expect.poll(() => issue.textContent()).toMatch(new RegExp(`line ${at + 1} .*action`));
+    await poll(() => issue.textContent()).toMatch(new RegExp(`line ${at + 1} .*action`));
     expect(await page.getAttribute(`#policies-gutter .ln[data-line="${at + 1}"]`, 'class')).toMatch(/error/);
     // YAML itself broken: an unclosed flow sequence.
     const yamlAt = lines.findIndex((l) => l.includes('paths: ["/admin"'));
     await page.fill('#policies', [...lines.slice(0, yamlAt), '        paths: ["/admin", "/admin/*"', ...lines.slice(yamlAt + 1)].join('\n'));
-    await expect.poll(() => page.locator('#policy-issues li.error').first().textContent()).toMatch(/line \d+ .*invalid YAML/);
+    await poll(() => page.locator('#policy-issues li.error').first().textContent()).toMatch(/line \d+ .*invalid YAML/);
     const marked = await page.$$eval('#policies-gutter .ln.error', (ls) => ls.map((l) => Number(l.getAttribute('data-line'))));
     expect(marked.length).toBeGreaterThan(0);
     expect(marked.every((l) => l >= yamlAt + 1)).toBe(true);
     expect(await decision()).toBe('—');
     await page.fill('#policies', good);
-    await expect.poll(decision).toBe('ALLOW');
+    await poll(decision).toBe('ALLOW');
     expect(await page.$$('#policies-gutter .ln.error')).toHaveLength(0);
-  });
+  }, 90_000);
 
   it('ok/a pasted suite runs with per-case results; a wrong expectation fails its case', async () => {
     await page.click('#run-suite');
-    await expect.poll(() => page.textContent('#suite-summary')).toBe('3 passed, 0 failed');
+    await poll(() => page.textContent('#suite-summary')).toBe('3 passed, 0 failed');
     const suite = await page.inputValue('#suite');
     await page.fill('#suite', suite.replace('expect: DENY\n    policy: foo/deny-admin', 'expect: ALLOW\n    policy: foo/deny-admin'));
     await page.click('#run-suite');
-    await expect.poll(() => page.textContent('#suite-summary')).toBe('2 passed, 1 failed');
+    await poll(() => page.textContent('#suite-summary')).toBe('2 passed, 1 failed');
     const failed = await page.$$eval('#suite-body tr.fail', (trs) => trs.map((t) => t.textContent ?? ''));
     expect(failed).toHaveLength(1);
     expect(failed[0]).toMatch(/nobody reaches the admin pages.*expected ALLOW; got DENY by foo\/deny-admin/);
     await page.fill('#suite', suite);
     await page.click('#run-suite');
-    await expect.poll(() => page.textContent('#suite-summary')).toBe('3 passed, 0 failed');
-  });
+    await poll(() => page.textContent('#suite-summary')).toBe('3 passed, 0 failed');
+  }, 90_000);
 
   it('ok/exported files are accepted unchanged by authz check and authz test, with the same decisions', async () => {
     await page.fill('#f-path', '/headers');
     await page.fill('#f-method', 'POST');
-    await expect.poll(decision).toBe('DENY');
+    await poll(decision).toBe('DENY');
     const shown = await decidedBy();
     const names: string[] = [];
     page.on('download', (d) => {
@@ -167,8 +170,8 @@ describeWith([peers.chromium], 'policy playground in Chromium', () => {
       void d.saveAs(join(tmp.path, d.suggestedFilename()));
     });
     await page.click('#export');
-    await expect.poll(() => names.sort().join(' ')).toBe('policies.yaml request.yaml suite.test.yaml');
-    await expect.poll(async () => (await castellan(['authz', 'validate', 'policies.yaml'], tmp.path)).code).toBe(0);
+    await poll(() => names.sort().join(' ')).toBe('policies.yaml request.yaml suite.test.yaml');
+    await poll(async () => (await castellan(['authz', 'validate', 'policies.yaml'], tmp.path)).code).toBe(0);
     const check = await castellan(['authz', 'check', '--policies', 'policies.yaml', '--request', 'request.yaml'], tmp.path);
     expect(check.code, check.stderr).toBe(0);
     expect(check.stdout.split('\n')[0]).toBe(shown);
@@ -178,8 +181,8 @@ describeWith([peers.chromium], 'policy playground in Chromium', () => {
     expect(test.stdout).toMatch(/3 passed, 0 failed/);
     await page.fill('#f-method', 'GET');
     await page.fill('#f-path', '/status/200');
-    await expect.poll(decision).toBe('ALLOW');
-  });
+    await poll(decision).toBe('ALLOW');
+  }, 90_000);
 
   it('ok/the page loaded nothing from elsewhere and logged no error; a foreign Host header is refused', async () => {
     expect(watch.foreign).toEqual([]);
@@ -203,5 +206,5 @@ describeWith([peers.chromium], 'policy playground in Chromium', () => {
     const ok = await fetch(pg.url);
     expect(ok.headers.get('content-security-policy')).toMatch(/default-src 'none'; script-src 'self'/);
     if (process.env.CASTELLAN_SCREENSHOTS) await page.screenshot({ path: join(root, process.env.CASTELLAN_SCREENSHOTS, 'playground.png'), fullPage: true });
-  });
+  }, 90_000);
 });

@@ -17,7 +17,7 @@ import type { Logger } from '../platform/logger.ts';
 import { createSelfSignedRoot, buildAuthority } from './authority.ts';
 import { authorityStatus, type AuthorityStatus } from './authority-status.ts';
 import { emptyLeaves, type AuthorityRecord, type KeyringDoc } from './keyring-doc.ts';
-import { activate, addLeaves, addPrepared, buildView, retire, taint, type KeyringView, type TransitionResult } from './keyring.ts';
+import { activate, addLeaves, addPrepared, buildView, nextAutoStep, retire, taint, type KeyringView, type TransitionResult } from './keyring.ts';
 import type { CaKeyType } from './keys.ts';
 import type { Keystore, LeaderElector, StoredKeyring } from './keystore.ts';
 import { alwaysLeader } from './keystore.ts';

@@ -44,6 +44,8 @@ export interface AgentConfig {
   rootCheckIntervalMs?: number;
   /** Follow the CA's pushed bundle updates (castellan.v1.TrustService). Default true. */
   bundleWatch?: boolean;
+  /** Renew over mTLS with the current certificate, the token only when it is refused. Default false. */
+  renewWithCertificate?: boolean;
 }
 
 export interface AgentDeps {
@@ -92,10 +94,10 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
   let client: CaClient | undefined;
   const makeClient = (): CaClient => {
     if (!trustPem) throw new CastellanError('INVALID_ARGUMENT', 'config.invalid', 'castellan agent: --ca-root-cert is required');
-    return createCaClient({ address: config.caAddress, rootPem: trustPem, tokenFile: config.tokenFile, metrics, serverName: config.caServerName });
+    return createCaClient({ address: config.caAddress, rootPem: trustPem, tokenFile: config.tokenFile, metrics, serverName: config.caServerName, renewWithCertificate: config.renewWithCertificate, logger });
   };
   if (!deps.source) client = makeClient();
-  const source: CertificateSource = deps.source ?? { sign: (csr, ttl) => client!.sign(csr, ttl) };
+  const source: CertificateSource = deps.source ?? { sign: (csr, ttl, current) => client!.sign(csr, ttl, current) };
 
   const cache = new SecretCache({
     source,

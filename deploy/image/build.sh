@@ -112,6 +112,7 @@ make_node_standin() { # $1 image name, $2 recipe id
   log "stand-in $1 (bookworm minbase + Node $("$NODE_BIN" --version) + $NPM_SPEC)"
   ctr=$(buildah from scratch)
   STANDIN_CTR=$ctr
+  MADE_STANDIN=1
   mnt=$(buildah mount "$ctr")
   cp -a "$root/." "$mnt/"
   rm -f "$mnt/.complete"
@@ -136,6 +137,7 @@ make_runtime_standin() { # $1 image name, $2 recipe id
   log "stand-in $1 (distroless layout from bookworm packages)"
   ctr=$(buildah from scratch)
   STANDIN_CTR=$ctr
+  MADE_STANDIN=1
   mnt=$(buildah mount "$ctr")
   # bookworm's merged /usr, so library paths resolve as they do in Debian.
   mkdir -p "$mnt"/{usr/bin,usr/lib,usr/lib64,etc/ssl/certs,usr/share,nodejs/bin,dev,proc,sys,run,var,tmp,root,home/nonroot}
@@ -196,6 +198,7 @@ prepare_base() { # $1 image, $2 maker
 
 # A stand-in's working container is removed if making it fails halfway.
 STANDIN_CTR=
+MADE_STANDIN=
 work=
 cleanup() {
   if [ -n "$STANDIN_CTR" ]; then buildah rm "$STANDIN_CTR" >/dev/null 2>&1 || true; fi
@@ -228,3 +231,21 @@ fi
 log "buildah bud -> $TAG"
 buildah bud --isolation chroot --layers --pull=never "${mounts[@]}" \
   -f "$ROOT/deploy/Dockerfile" -t "$TAG" "$ROOT"
+
+# When this run made new stand-ins, the untagged images built on earlier ones
+# (the old stand-ins, their layer cache) can never be used again: remove them
+# so the store does not grow by ~1.5 GB each time the stand-ins change. Tagged
+# images stay, and so does everything built on pulled bases. Children go
+# before their parents, hence the passes.
+if [ -n "$MADE_STANDIN" ]; then
+  log "removing untagged images built on earlier stand-ins"
+  current=$(standin_recipe)
+  for _ in 1 2 3 4 5 6 7 8 9 10; do
+    removed=0
+    for id in $(buildah images --all --noheading --no-trunc --format '{{.ID}} {{.Name}}' | awk '$2 == "<none>" {sub(/^sha256:/, "", $1); print $1}'); do
+      l=$(label_of "$id")
+      if [ -n "$l" ] && [ "$l" != "$current" ] && buildah rmi "$id" >/dev/null 2>&1; then removed=$((removed + 1)); fi
+    done
+    [ "$removed" -gt 0 ] || break
+  done
+fi

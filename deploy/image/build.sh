@@ -2,7 +2,7 @@
 # Builds deploy/Dockerfile, as it is, with buildah (`buildah bud --isolation
 # chroot`: no container engine or daemon needed, works as root on a plain VM).
 #
-#   deploy/image/build.sh [--tag NAME] [--bases auto|pull|standin] [--extra-ca FILE]
+#   deploy/image/build.sh [--tag NAME] [--bases auto|pull|standin] [--extra-ca FILE] [--iidfile FILE]
 #
 # Bases (the Dockerfile's NODE_IMAGE and RUNTIME_IMAGE):
 #   auto     (default) use the images already in buildah's store, else pull
@@ -26,6 +26,9 @@
 # intercepts TLS. They reach the build's RUN steps through bind mounts only;
 # the final image never contains them.
 #
+# --iidfile FILE: write the built image's ID there (the tag may move if
+# another build on the machine uses the same one).
+#
 # Needs root (buildah's chroot isolation, debootstrap), buildah, and for the
 # stand-ins debootstrap and a prior `npm ci` (the Node binary comes from it).
 set -euo pipefail
@@ -38,6 +41,7 @@ if [ "$(id -u)" = 0 ]; then DEFAULT_CACHE=/var/cache/castellan-image; else DEFAU
 CACHE=${CASTELLAN_IMAGE_CACHE:-$DEFAULT_CACHE}
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 NPM_SPEC=${CASTELLAN_STANDIN_NPM:-npm@11}
+IIDFILE=
 
 usage() {
   sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' >&2
@@ -51,6 +55,8 @@ while [ $# -gt 0 ]; do
     --bases=*) BASES=${1#*=}; shift ;;
     --extra-ca) EXTRA_CA=${2:?--extra-ca needs a value}; shift 2 ;;
     --extra-ca=*) EXTRA_CA=${1#*=}; shift ;;
+    --iidfile) IIDFILE=${2:?--iidfile needs a value}; shift 2 ;;
+    --iidfile=*) IIDFILE=${1#*=}; shift ;;
     -h|--help) usage ;;
     *) echo "build.sh: unknown argument: $1" >&2; usage ;;
   esac
@@ -229,7 +235,7 @@ if [ -n "$EXTRA_CA" ]; then
 fi
 
 log "buildah bud -> $TAG"
-buildah bud --isolation chroot --layers --pull=never "${mounts[@]}" \
+buildah bud --isolation chroot --layers --pull=never "${mounts[@]}" ${IIDFILE:+--iidfile "$IIDFILE"} \
   -f "$ROOT/deploy/Dockerfile" -t "$TAG" "$ROOT"
 
 # When this run made new stand-ins, the untagged images built on earlier ones

@@ -13,11 +13,12 @@
  * grpcio, OpenSSL) talk to it on loopback and over a Unix socket in a shared
  * directory.
  *
- * Needs buildah and debootstrap (for the stand-ins), root, Python grpcio and
- * OpenSSL. The first build on a machine takes minutes (debootstrap, two npm
- * installs); later ones reuse the stand-ins and buildah's layer cache.
+ * Needs root, buildah, debootstrap (for the stand-ins), Python grpcio and
+ * PyJWT, and OpenSSL. The first build on a machine takes minutes
+ * (debootstrap, two npm installs); later ones reuse the stand-ins and
+ * buildah's layer cache (~30 s).
  */
-import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createPrivateKey, createPublicKey, X509Certificate } from 'node:crypto';
 import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, closeSync, statSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
@@ -35,6 +36,12 @@ const ISSUER = 'https://kubernetes.default.svc.cluster.local';
 const KID = 'image-test-1';
 
 const root: Peer = { name: 'root (buildah chroot isolation, mount namespaces)', install: 'run the tests as root, as CI does', available: () => process.getuid?.() === 0 };
+let debootstrapFound: boolean | undefined;
+const debootstrap: Peer = {
+  name: 'debootstrap (stand-in base images)',
+  install: 'sudo apt-get install -y debootstrap',
+  available: () => (debootstrapFound ??= spawnSync('debootstrap', ['--version'], { stdio: 'ignore' }).status === 0),
+};
 
 interface ImageConfig {
   User?: string;
@@ -175,7 +182,7 @@ function head(path: string, n: number): Buffer {
 let markerLine = '';
 
 beforeAll(async () => {
-  if (!root.available() || !peers.buildah.available()) return;
+  if (![root, peers.buildah, debootstrap, peers.pythonGrpc, peers.pyjwt, peers.openssl].every((p) => p.available())) return;
   // The build's extra CA bundle: whatever this machine's Node trusts on top
   // of its own roots (a TLS-intercepting proxy's CA, here), plus a marker
   // certificate that must not end up in the image.
@@ -186,14 +193,17 @@ beforeAll(async () => {
   writeFileSync(join(tmp.path, 'build-ca.pem'), (extra && existsSync(extra) ? readFileSync(extra, 'utf8') + '\n' : '') + marker);
 
   const t0 = Date.now();
-  const b = await run(join(ROOT, 'deploy/image/build.sh'), ['--tag', TAG, '--extra-ca', join(tmp.path, 'build-ca.pem')]);
+  const iidfile = join(tmp.path, 'iid');
+  const b = await run(join(ROOT, 'deploy/image/build.sh'), ['--tag', TAG, '--extra-ca', join(tmp.path, 'build-ca.pem'), '--iidfile', iidfile]);
   buildSeconds = (Date.now() - t0) / 1000;
   if (b.code !== 0) throw new Error(`deploy/image/build.sh failed (${b.code}):\n${tail(b.out)}`);
   console.info(`image built in ${buildSeconds.toFixed(0)} s`);
 
-  ctr = execFileSync('buildah', ['from', '--pull=never', '--name', `castellan-image-test-${process.pid}`, TAG], { encoding: 'utf8' }).trim();
+  // By ID: another work tree's test on this machine may move the tag meanwhile.
+  const id = readFileSync(iidfile, 'utf8').trim().replace(/^sha256:/, '');
+  ctr = execFileSync('buildah', ['from', '--pull=never', '--name', `castellan-image-test-${process.pid}`, id], { encoding: 'utf8' }).trim();
   rootfs = execFileSync('buildah', ['mount', ctr], { encoding: 'utf8' }).trim();
-  config = (JSON.parse(execFileSync('buildah', ['inspect', '--type', 'image', TAG], { encoding: 'utf8', maxBuffer: 64 << 20 })) as { OCIv1: { config: ImageConfig } }).OCIv1.config;
+  config = (JSON.parse(execFileSync('buildah', ['inspect', '--type', 'image', id], { encoding: 'utf8', maxBuffer: 64 << 20 })) as { OCIv1: { config: ImageConfig } }).OCIv1.config;
 }, 45 * 60_000);
 
 afterAll(() => {
@@ -205,7 +215,7 @@ afterAll(() => {
   tmp.cleanup();
 });
 
-describeWith([root, peers.buildah, peers.pythonGrpc, peers.openssl], 'container image (deploy/Dockerfile built by deploy/image/build.sh)', () => {
+describeWith([root, peers.buildah, debootstrap, peers.pythonGrpc, peers.pyjwt, peers.openssl], 'container image (deploy/Dockerfile built by deploy/image/build.sh)', () => {
   it('runs the CLI as 65532:65532, exposes the CA and ops ports', () => {
     expect(config.User).toBe('65532:65532');
     expect(config.Entrypoint).toEqual(['/nodejs/bin/node', '/app/dist/cli/main.js']);

@@ -2,7 +2,8 @@
 # Builds deploy/Dockerfile, as it is, with buildah (`buildah bud --isolation
 # chroot`: no container engine or daemon needed, works as root on a plain VM).
 #
-#   deploy/image/build.sh [--tag NAME] [--bases auto|pull|standin] [--extra-ca FILE] [--iidfile FILE]
+#   deploy/image/build.sh [--tag NAME] [--bases auto|pull|standin] [--refresh-standins]
+#                         [--extra-ca FILE] [--iidfile FILE]
 #
 # Bases (the Dockerfile's NODE_IMAGE and RUNTIME_IMAGE):
 #   auto     (default) use the images already in buildah's store, else pull
@@ -20,6 +21,8 @@
 #                           (65532), tzdata; no shell, no package manager
 # They are made once per machine and kept in buildah's store and in the cache
 # directory (debootstrap root, npm tarball); see docs/image.md.
+# --refresh-standins makes them again from a fresh debootstrap and npm pack
+# (Debian security updates, the newest npm 11).
 #
 # --extra-ca FILE (default: $CASTELLAN_BUILD_CA, else $NODE_EXTRA_CA_CERTS):
 # extra CA certificates the build stages' npm trusts, for networks whose proxy
@@ -42,6 +45,8 @@ CACHE=${CASTELLAN_IMAGE_CACHE:-$DEFAULT_CACHE}
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 NPM_SPEC=${CASTELLAN_STANDIN_NPM:-npm@11}
 IIDFILE=
+REFRESH=
+RUN_STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 
 usage() {
   sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' >&2
@@ -57,6 +62,7 @@ while [ $# -gt 0 ]; do
     --extra-ca=*) EXTRA_CA=${1#*=}; shift ;;
     --iidfile) IIDFILE=${2:?--iidfile needs a value}; shift 2 ;;
     --iidfile=*) IIDFILE=${1#*=}; shift ;;
+    --refresh-standins) REFRESH=1; shift ;;
     -h|--help) usage ;;
     *) echo "build.sh: unknown argument: $1" >&2; usage ;;
   esac
@@ -181,7 +187,7 @@ usable() { # $1 image, $2 recipe id
   local l
   l=$(label_of "$1")
   [ -z "$l" ] && [ "$BASES" != standin ] && return 0 # a real (pulled) image
-  [ "$l" = "$2" ]
+  [ "${l%%.*}" = "$2" ] # <recipe>.<when made>
 }
 
 prepare_base() { # $1 image, $2 maker
@@ -190,15 +196,16 @@ prepare_base() { # $1 image, $2 maker
     [ -x "$NODE_BIN" ] || { echo "build.sh: $NODE_BIN missing: run 'npm ci' first (the stand-ins use its Node binary)" >&2; exit 1; }
     recipe=$(standin_recipe)
   fi
+  if [ -n "$REFRESH" ] && [ "$BASES" != pull ]; then "$2" "$1" "$recipe.$RUN_STAMP"; return; fi
   case "$BASES" in
     pull) buildah pull -q "$1" >/dev/null ;;
     auto)
       if usable "$1" "$recipe"; then log "base $1: in the store"; return; fi
       if [ -z "$(label_of "$1")" ] && buildah pull -q "$1" >/dev/null 2>&1; then log "base $1: pulled"; return; fi
-      "$2" "$1" "$recipe" ;;
+      "$2" "$1" "$recipe.$RUN_STAMP" ;;
     standin)
       if usable "$1" "$recipe"; then log "base $1: stand-in in the store"; return; fi
-      "$2" "$1" "$recipe" ;;
+      "$2" "$1" "$recipe.$RUN_STAMP" ;;
   esac
 }
 
@@ -215,6 +222,7 @@ trap cleanup EXIT
 mkdir -p "$CACHE"
 exec 9>"$CACHE/.lock"
 flock 9 # one build per machine at a time: they share the stand-ins and the store
+if [ -n "$REFRESH" ]; then rm -rf "$CACHE/bookworm-minbase" "$CACHE/npm"; fi
 
 prepare_base "$NODE_IMAGE" make_node_standin
 prepare_base "$RUNTIME_IMAGE" make_runtime_standin
@@ -245,12 +253,13 @@ buildah bud --isolation chroot --layers --pull=never "${mounts[@]}" ${IIDFILE:+-
 # before their parents, hence the passes.
 if [ -n "$MADE_STANDIN" ]; then
   log "removing untagged images built on earlier stand-ins"
-  current=$(standin_recipe)
+  node_label=$(label_of "$NODE_IMAGE")
+  runtime_label=$(label_of "$RUNTIME_IMAGE")
   for _ in 1 2 3 4 5 6 7 8 9 10; do
     removed=0
     for id in $(buildah images --all --noheading --no-trunc --format '{{.ID}} {{.Name}}' | awk '$2 == "<none>" {sub(/^sha256:/, "", $1); print $1}'); do
       l=$(label_of "$id")
-      if [ -n "$l" ] && [ "$l" != "$current" ] && buildah rmi "$id" >/dev/null 2>&1; then removed=$((removed + 1)); fi
+      if [ -n "$l" ] && [ "$l" != "$node_label" ] && [ "$l" != "$runtime_label" ] && buildah rmi "$id" >/dev/null 2>&1; then removed=$((removed + 1)); fi
     done
     [ "$removed" -gt 0 ] || break
   done

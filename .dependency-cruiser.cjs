@@ -22,8 +22,9 @@ const LAYERS = {
   sds: ['platform', 'gen', 'spiffe', 'pki', 'grpc'],
   server: ['platform', 'config', 'gen', 'spiffe', 'pki', 'ca', 'identity', 'authz', 'grpc', 'kube', 'sds'],
   agent: ['platform', 'config', 'gen', 'spiffe', 'pki', 'identity', 'grpc', 'sds'],
+  web: ['platform', 'spiffe', 'pki', 'ca', 'authz'],
   dev: ['platform', 'config', 'gen', 'spiffe', 'pki', 'ca', 'identity', 'authz', 'grpc', 'kube', 'sds', 'server', 'agent'],
-  cli: ['platform', 'config', 'gen', 'spiffe', 'pki', 'ca', 'identity', 'authz', 'grpc', 'kube', 'sds', 'server', 'agent', 'dev'],
+  cli: ['platform', 'config', 'gen', 'spiffe', 'pki', 'ca', 'identity', 'authz', 'grpc', 'kube', 'sds', 'server', 'agent', 'web', 'dev'],
 };
 
 const PROTOCOL = ['platform', 'config', 'spiffe', 'pki', 'ca', 'identity', 'authz', 'kube'];

@@ -10,6 +10,7 @@ import { AdminService, AuthoritySchema, StatusResponseSchema, TransitionResponse
 import { addService, bindServer, shutdownServer } from '../grpc/service.ts';
 import { toGrpcError } from '../grpc/status.ts';
 import type { AuthorityStatus, CaManager } from '../ca/manager.ts';
+import { derToPem } from '../ca/pem.ts';
 import type { TransitionResult } from '../ca/keyring.ts';
 import { CastellanError } from '../platform/errors.ts';
 import type { Logger } from '../platform/logger.ts';
@@ -69,8 +70,9 @@ export async function startAdminServer(o: {
         },
       );
     };
-  const status = () =>
-    create(StatusResponseSchema, {
+  const status = () => {
+    const next = manager.nextAutoStep();
+    return create(StatusResponseSchema, {
       trustDomain: manager.view().trustDomain,
       generation: BigInt(manager.view().generation),
       leader: o.isLeader(),
@@ -78,7 +80,12 @@ export async function startAdminServer(o: {
       propagationSeconds: BigInt(Math.round(o.propagationMs / 1000)),
       authorities: manager.status().map(authorityMessage),
       autoRotation: o.autoRotate,
+      trustBundlePem: manager.view().rootsDer.map((d) => derToPem(d)),
+      nextStep: next.step?.kind ?? '',
+      nextStepAuthorityId: next.step && next.step.kind !== 'prepare' ? next.step.id : '',
+      nextStepAt: new Date(next.recheckAt).toISOString(),
     });
+  };
   addService(server, AdminService, {
     status: unary('Status', async () => status()),
     prepare: unary('Prepare', async () => answer(await manager.prepare())),

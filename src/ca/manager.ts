@@ -180,10 +180,11 @@ export class CaManager {
   private adopt(stored: StoredKeyring): void {
     const view = buildView(stored.doc, this.now, this.o.keystore.where);
     const previous = this.current;
+    const previousDoc = this.stored?.doc;
     this.stored = stored;
     this.current = view;
     // Leaf accounting changes the document often; listeners care about states only.
-    if (previous && statesOf(previous) === statesOf(view)) return;
+    if (previous && statesOf(previous, previousDoc) === statesOf(view, stored.doc)) return;
     for (const l of this.listeners) {
       try {
         l(view, previous);
@@ -252,6 +253,19 @@ export class CaManager {
 
   view(): KeyringView {
     return this.current;
+  }
+
+  /** The keyring document now (the JWT keys live in it, src/ca/jwt-manager.ts). */
+  document(): KeyringDoc {
+    return this.stored.doc;
+  }
+
+  /**
+   * Read-modify-write of the document with the keyring's concurrency rules
+   * (retried on conflict: `fn` may run more than once). For the JWT keys.
+   */
+  async updateDocument(fn: (doc: KeyringDoc) => KeyringDoc): Promise<KeyringDoc> {
+    return (await this.mutate(fn)) as KeyringDoc;
   }
 
   /** Subscribes to view changes; returns the unsubscribe function. */
@@ -429,8 +443,8 @@ export class CaManager {
   }
 }
 
-function statesOf(v: KeyringView): string {
-  return v.records.map((r) => `${r.id}:${r.state}`).join(',');
+function statesOf(v: KeyringView, doc?: KeyringDoc): string {
+  return v.records.map((r) => `${r.id}:${r.state}`).join(',') + '|' + (doc?.jwtKeys ?? []).map((k) => `${k.kid}:${k.state}`).join(',');
 }
 
 function subjectOf(certPem: string): string {

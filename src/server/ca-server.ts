@@ -30,7 +30,9 @@ import { BatchSigner } from '../ca/signer/index.ts';
 import { BundleUpdateSchema, TrustService } from '../gen/castellan/v1/trust_pb.js';
 import { createTokenAuthenticator } from '../identity/index.ts';
 import type { TokenAuthenticator } from '../identity/types.ts';
+import { JwtKeyManager } from '../ca/jwt-manager.ts';
 import { startAdminServer, type AdminServer } from './admin.ts';
+import { addJwtSvidService, jwtBundleFields } from './jwt-service.ts';
 import { authenticate, createCertificate, type CaServiceDeps } from './ca-service.ts';
 import type { ServerConfig } from './config.ts';
 import { startOpsServer, type OpsServer } from './http.ts';
@@ -52,6 +54,8 @@ export interface CaServerHandle {
   readonly trustBundlePem: string;
   readonly metrics: CaMetrics;
   readonly manager: CaManager;
+  /** The JWT-SVID signing keys (absent with --no-jwt-svid). */
+  readonly jwtKeys?: JwtKeyManager;
   /** The authority that signs now. */
   authority(): SigningAuthority;
   /** Stops accepting calls, lets in-flight ones finish (up to the shutdown grace), frees everything. */
@@ -125,6 +129,9 @@ export async function startCaServer(config: ServerConfig, deps: CaServerDeps = {
     clock,
     logger,
   });
+  const jwtKeys = config.jwt
+    ? await JwtKeyManager.start({ keyring: manager, alg: config.jwt.alg, keyTtlMs: config.jwt.keyTtlMs, propagationMs: config.propagationMs, autoRotate: config.autoRotate, leader, clock, logger })
+    : undefined;
   const first = manager.view();
   logger.info(
     { event: 'ca.loaded', keystore: keystore.where, id: first.active.id, keyType: first.active.keyType, notAfter: new Date(first.active.notAfter).toISOString(), authorities: first.records.length },
@@ -291,7 +298,7 @@ export async function startCaServer(config: ServerConfig, deps: CaServerDeps = {
       const peerCertDer = call.getAuthContext()?.sslPeerCertificate?.raw;
       const requestId = nextRequestId();
       const send = (v: KeyringView): void => {
-        call.write(create(BundleUpdateSchema, { trustBundlePem: v.trustBundlePem, taintedAuthorityIds: [...v.taintedIds], generation: BigInt(v.generation), activeAuthorityId: v.active.id }));
+        call.write(create(BundleUpdateSchema, { trustBundlePem: v.trustBundlePem, taintedAuthorityIds: [...v.taintedIds], generation: BigInt(v.generation), activeAuthorityId: v.active.id, ...jwtBundleFields(jwtKeys, config.jwt) }));
       };
       let watcher: ((v: KeyringView) => void) | undefined;
       const stop = (): void => {
@@ -327,6 +334,7 @@ export async function startCaServer(config: ServerConfig, deps: CaServerDeps = {
       );
     },
   });
+  if (jwtKeys && config.jwt) addJwtSvidService(server, serviceDeps, jwtKeys, config.jwt, nextRequestId);
   const health = new HealthImplementation({ '': 'SERVING', [CA_SERVICE_NAME]: 'SERVING' });
   health.addToServer(server);
 
@@ -364,6 +372,7 @@ export async function startCaServer(config: ServerConfig, deps: CaServerDeps = {
     admin = await startAdminServer({
       socketPath: config.adminSocket ?? join(config.dataDir, 'admin.sock'),
       manager,
+      jwtKeys,
       keystoreWhere: keystore.where,
       propagationMs: config.propagationMs,
       autoRotate: config.autoRotate,
@@ -374,6 +383,7 @@ export async function startCaServer(config: ServerConfig, deps: CaServerDeps = {
     server.forceShutdown();
     await ops?.close();
     await signer.close();
+    await jwtKeys?.close();
     await manager.close();
     throw e;
   }
@@ -389,6 +399,7 @@ export async function startCaServer(config: ServerConfig, deps: CaServerDeps = {
     },
     metrics,
     manager,
+    jwtKeys,
     authority: () => manager.view().active,
     close() {
       closing ??= (async () => {
@@ -403,6 +414,7 @@ export async function startCaServer(config: ServerConfig, deps: CaServerDeps = {
         await signer.close();
         tokenAuth?.close();
         await ops?.close();
+        await jwtKeys?.close();
         await manager.close();
         await publisher?.close();
         logger.info({ event: 'server.stopped' }, 'CA server stopped');

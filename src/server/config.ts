@@ -8,6 +8,7 @@ import { CastellanError } from '../platform/errors.ts';
 import { parseDuration, type FlagSpec, type FlagValues } from '../config/flags.ts';
 import { validateTrustDomain } from '../spiffe/id.ts';
 import { CA_KEY_TYPES, type CaKeyType } from '../ca/keys.ts';
+import { JWT_SERVER_FLAGS, resolveJwtSvidConfig, type JwtSvidConfig } from './jwt-service.ts';
 
 export interface ServerConfig {
   dataDir: string;
@@ -51,6 +52,8 @@ export interface ServerConfig {
   autoRotate: boolean;
   /** CreateCertificate calls per second (burst: one second's worth); 0 = unlimited */
   rateLimits: { perPeer: number; perIdentity: number };
+  /** JWT-SVID minting (src/server/jwt-service.ts); null with --no-jwt-svid */
+  jwt: JwtSvidConfig | null;
 }
 
 export const SERVER_FLAGS: FlagSpec[] = [
@@ -91,6 +94,7 @@ export const SERVER_FLAGS: FlagSpec[] = [
   { name: 'rate-limit-per-peer', type: 'string', arg: 'N', default: '500', help: 'CreateCertificate calls per second from one client address, before authentication (0 = unlimited; 0 behind an L7 proxy)' },
   { name: 'rate-limit-per-identity', type: 'string', arg: 'N', default: '100', help: 'CreateCertificate calls per second for one SPIFFE ID (0 = unlimited)' },
   { name: 'manual-rotation', type: 'boolean', default: false, help: 'do not rotate self-signed roots automatically (prepare/activate/retire only by "castellan ca")' },
+  ...JWT_SERVER_FLAGS,
 ];
 
 function nsName(v: string, flag: string): { namespace: string; name: string } {
@@ -195,6 +199,7 @@ export function resolveServerConfig(v: FlagValues): ServerConfig {
     propagationMs: dur(s('propagation-time')!, 'propagation-time'),
     autoRotate: v['manual-rotation'] !== true,
     rateLimits: { perPeer: int(s('rate-limit-per-peer')!, 'rate-limit-per-peer', 0, 1_000_000), perIdentity: int(s('rate-limit-per-identity')!, 'rate-limit-per-identity', 0, 1_000_000) },
+    jwt: resolveJwtSvidConfig(v),
   };
   const ks = s('keystore')!;
   if (ks === 'kubernetes') {

@@ -5,10 +5,14 @@
  *
  * Each benchmark is a script that prints its own report and a last line
  * `RESULT {json}`; BENCH_ONLY=name[,name] runs a subset.
+ *
+ * The figures of the benchmarks that ran replace their blocks in
+ * docs/performance.md (BENCH_DOCS=0 leaves the file alone).
  */
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
+import { writeFigures } from './lib/figures.ts';
 
 const root = new URL('..', import.meta.url).pathname;
 const node = join(root, 'node_modules/.bin/node');
@@ -47,3 +51,8 @@ for (const name of BENCHES) {
 
 console.log('\n== summary (JSON)');
 console.log(JSON.stringify(results, null, 2));
+
+if (process.env.BENCH_DOCS !== '0') {
+  const written = writeFigures(join(root, 'docs/performance.md'), results);
+  if (written.length) console.log(`\nfigures written to docs/performance.md: ${written.join(', ')}`);
+}

@@ -5,7 +5,7 @@
 //	grpc-go loadgen JOB_JSON
 //
 // server is an istiod-shaped baseline for IstioCertificateService/
-// CreateCertificate: TLS, a bearer JWT checked locally (ES256 against a JWKS
+// CreateCertificate: TLS, a bearer JWT checked locally (ES256 or RS256 against a JWKS
 // file: iss, aud, exp, nbf, sub = system:serviceaccount:NS:SA), then the
 // signing core of bench/vs-go (parse the CSR, CheckSignature, the identity
 // check, x509.CreateCertificate) and the chain [leaf, root], so the benchmark
@@ -29,6 +29,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/sha1"
 	"crypto/sha256"
 	"crypto/tls"
@@ -178,36 +179,61 @@ func countChain(b []byte) (int, error) {
 // ---- server ----
 
 type verifier struct {
-	keys     map[string]*ecdsa.PublicKey
+	keys     map[string]crypto.PublicKey
 	issuer   string
 	audience string
 }
 
-func loadJWKS(path string) map[string]*ecdsa.PublicKey {
+func b64(s string) []byte {
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	must(err)
+	return b
+}
+
+// loadJWKS reads the P-256 (ES256) and RSA (RS256) keys of a JWKS file.
+func loadJWKS(path string) map[string]crypto.PublicKey {
 	raw, err := os.ReadFile(path)
 	must(err)
 	var set struct {
-		Keys []struct{ Kty, Crv, X, Y, Kid string } `json:"keys"`
+		Keys []struct{ Kty, Crv, X, Y, N, E, Kid string } `json:"keys"`
 	}
 	must(json.Unmarshal(raw, &set))
-	keys := map[string]*ecdsa.PublicKey{}
+	keys := map[string]crypto.PublicKey{}
 	for _, k := range set.Keys {
-		if k.Kty != "EC" || k.Crv != "P-256" {
-			continue
+		switch {
+		case k.Kty == "EC" && k.Crv == "P-256":
+			keys[k.Kid] = &ecdsa.PublicKey{Curve: elliptic.P256(), X: new(big.Int).SetBytes(b64(k.X)), Y: new(big.Int).SetBytes(b64(k.Y))}
+		case k.Kty == "RSA":
+			keys[k.Kid] = &rsa.PublicKey{N: new(big.Int).SetBytes(b64(k.N)), E: int(new(big.Int).SetBytes(b64(k.E)).Int64())}
 		}
-		x, err := base64.RawURLEncoding.DecodeString(k.X)
-		must(err)
-		y, err := base64.RawURLEncoding.DecodeString(k.Y)
-		must(err)
-		keys[k.Kid] = &ecdsa.PublicKey{Curve: elliptic.P256(), X: new(big.Int).SetBytes(x), Y: new(big.Int).SetBytes(y)}
 	}
 	if len(keys) == 0 {
-		must(errors.New("no P-256 key in " + path))
+		must(errors.New("no P-256 or RSA key in " + path))
 	}
 	return keys
 }
 
-// identity checks a compact ES256 JWT and returns "NS/SA" of its subject.
+// verifySig checks an ES256 or RS256 signature over the SHA-256 digest of the signing input.
+func verifySig(alg string, key crypto.PublicKey, digest []byte, sig []byte) error {
+	switch k := key.(type) {
+	case *ecdsa.PublicKey:
+		if alg != "ES256" || len(sig) != 64 {
+			return errors.New("bad algorithm or signature encoding")
+		}
+		if !ecdsa.Verify(k, digest, new(big.Int).SetBytes(sig[:32]), new(big.Int).SetBytes(sig[32:])) {
+			return errors.New("bad signature")
+		}
+		return nil
+	case *rsa.PublicKey:
+		if alg != "RS256" {
+			return errors.New("bad algorithm")
+		}
+		return rsa.VerifyPKCS1v15(k, crypto.SHA256, digest, sig)
+	}
+	return errors.New("unknown key type")
+}
+
+// identity checks a compact ES256 or RS256 JWT and returns "NS/SA" of its subject.
 func (v *verifier) identity(token string) (string, error) {
 	parts := strings.Split(token, ".")
 	if len(parts) != 3 {
@@ -222,16 +248,16 @@ func (v *verifier) identity(token string) (string, error) {
 		return "", err
 	}
 	key := v.keys[h.Kid]
-	if h.Alg != "ES256" || key == nil {
-		return "", errors.New("unknown key or algorithm")
+	if key == nil {
+		return "", errors.New("unknown key")
 	}
 	sig, err := base64.RawURLEncoding.DecodeString(parts[2])
-	if err != nil || len(sig) != 64 {
+	if err != nil {
 		return "", errors.New("bad signature encoding")
 	}
 	digest := sha256.Sum256([]byte(token[:len(parts[0])+1+len(parts[1])]))
-	if !ecdsa.Verify(key, digest[:], new(big.Int).SetBytes(sig[:32]), new(big.Int).SetBytes(sig[32:])) {
-		return "", errors.New("bad signature")
+	if err := verifySig(h.Alg, key, digest[:], sig); err != nil {
+		return "", err
 	}
 	pb, err := base64.RawURLEncoding.DecodeString(parts[1])
 	if err != nil {

@@ -14,7 +14,7 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer, connect } from 'node:net';
 import { join } from 'node:path';
-import { DevTokenIssuer } from '../../src/identity/dev-issuer.ts';
+import { DevTokenIssuer, type DevTokenAlg } from '../../src/identity/dev-issuer.ts';
 import { tempDir } from '../../test/support/tmp.ts';
 import { makeBenchCa, makeCsrs } from './fixtures.ts';
 import { lineReader, processCpuSeconds } from './proc.ts';
@@ -121,10 +121,10 @@ interface Fixture {
   requests: { csr: string; token: string }[];
 }
 
-/** `identities` distinct workload identities: one CSR and one token each, cycled by the load generator. */
-async function fixture(identities: number): Promise<Fixture> {
+/** `identities` distinct workload identities: one CSR and one token (signed with `alg`) each, cycled by the load generator. */
+async function fixture(identities: number, alg: DevTokenAlg = 'ES256'): Promise<Fixture> {
   const tmp = tempDir('castellan-bench-');
-  const issuer = await DevTokenIssuer.create({ dir: join(tmp.path, 'issuer') });
+  const issuer = await DevTokenIssuer.create({ dir: join(tmp.path, 'issuer'), alg });
   const requests: { csr: string; token: string }[] = [];
   for (let i = 0; i < identities; i++) {
     const sa = `sa-${i}`;
@@ -170,8 +170,8 @@ function benchServer(f: Fixture, server: ChildProcess, target: string, rootPem: 
  * identities. SERVER_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" profiles
  * the server; BENCH_SERVER_STDOUT=1 shows its stdout (e.g. with --trace-gc).
  */
-export async function startBenchServer(o: { identities: number; extraArgs?: string[]; loadgen?: LoadgenKind }): Promise<BenchServer> {
-  const f = await fixture(o.identities);
+export async function startBenchServer(o: { identities: number; extraArgs?: string[]; loadgen?: LoadgenKind; alg?: DevTokenAlg }): Promise<BenchServer> {
+  const f = await fixture(o.identities, o.alg);
   const port = await freePort();
   const nodeArgs = (process.env.SERVER_NODE_ARGS ?? '').split(' ').filter(Boolean);
   const server: ChildProcess = spawn(
@@ -193,10 +193,10 @@ export async function startBenchServer(o: { identities: number; extraArgs?: stri
  * certificate for localhost signed by it) with the same identities, token
  * issuer and audience as startBenchServer. Throws when Go is unavailable.
  */
-export async function startGoBaselineServer(o: { identities: number; loadgen?: LoadgenKind }): Promise<BenchServer> {
+export async function startGoBaselineServer(o: { identities: number; loadgen?: LoadgenKind; alg?: DevTokenAlg }): Promise<BenchServer> {
   const bin = grpcGoBinary();
   if (!bin) throw new Error(goUnavailable());
-  const f = await fixture(o.identities);
+  const f = await fixture(o.identities, o.alg);
   const ca = await makeBenchCa('ec-p256');
   const p = (name: string) => join(f.tmp.path, name);
   writeFileSync(p('ca.pem'), ca.certPem);

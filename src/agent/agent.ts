@@ -49,6 +49,8 @@ export interface AgentConfig {
   workloadApiSocket?: string;
   /** Group name or gid allowed to connect to the Workload API socket. */
   workloadApiSocketGroup?: string;
+  /** Renew over mTLS with the current certificate, the token only when it is refused. Default false. */
+  renewWithCertificate?: boolean;
 }
 
 export interface AgentDeps {
@@ -99,10 +101,10 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
   let client: CaClient | undefined;
   const makeClient = (): CaClient => {
     if (!trustPem) throw new CastellanError('INVALID_ARGUMENT', 'config.invalid', 'castellan agent: --ca-root-cert is required');
-    return createCaClient({ address: config.caAddress, rootPem: trustPem, tokenFile: config.tokenFile, metrics, serverName: config.caServerName });
+    return createCaClient({ address: config.caAddress, rootPem: trustPem, tokenFile: config.tokenFile, metrics, serverName: config.caServerName, renewWithCertificate: config.renewWithCertificate, logger });
   };
   if (!deps.source) client = makeClient();
-  const source: CertificateSource = deps.source ?? { sign: (csr, ttl) => client!.sign(csr, ttl) };
+  const source: CertificateSource = deps.source ?? { sign: (csr, ttl, current) => client!.sign(csr, ttl, current) };
 
   const cache = new SecretCache({
     source,

@@ -9,13 +9,14 @@
 import { readFile } from 'node:fs/promises';
 import * as grpc from '@grpc/grpc-js';
 import { create } from '@bufbuild/protobuf';
-import { IstioCertificateRequestSchema, IstioCertificateService } from '../gen/istio/v1/auth/ca_pb.js';
+import { IstioCertificateRequestSchema, IstioCertificateService, type IstioCertificateRequest } from '../gen/istio/v1/auth/ca_pb.js';
 import { TrustService, WatchBundleRequestSchema, type BundleUpdate as BundleUpdateMessage } from '../gen/castellan/v1/trust_pb.js';
 import { JwtSvidService, MintJwtSvidRequestSchema } from '../gen/castellan/v1/jwt_pb.js';
 import { createClient } from '../grpc/service.ts';
 import { CastellanError, type ErrorKind } from '../platform/errors.ts';
 import type { CertificateSource } from './cache.ts';
 import type { AgentMetrics } from './metrics.ts';
+import { silentLogger, type Logger } from '../platform/logger.ts';
 
 export interface CaClientOptions {
   /** host:port */
@@ -31,6 +32,15 @@ export interface CaClientOptions {
   metrics?: AgentMetrics;
   /** Overrides the TLS server name checked (default: the host of `address`). */
   serverName?: string;
+  /**
+   * Renew over mutual TLS with the certificate being replaced while it is
+   * valid, sending no token (SPIRE's way: the API server is not asked again).
+   * When the CA refuses that certificate (its authority was tainted, or it is
+   * not trusted any more), the same request goes again at once with the
+   * token, and the refusal is logged once per certificate.
+   */
+  renewWithCertificate?: boolean;
+  logger?: Logger;
 }
 
 const KIND_OF: Partial<Record<grpc.status, ErrorKind>> = {
@@ -110,6 +120,19 @@ export function createCaClient(o: CaClientOptions): CaClient {
     if (o.clusterId) md.set('clusterid', o.clusterId);
     return md;
   };
+  const createCertificate = async (c: typeof client, request: IstioCertificateRequest, md: grpc.Metadata): Promise<string[]> => {
+    const started = performance.now();
+    o.metrics?.outgoingRequests.inc({ request_type: 'csr' });
+    try {
+      return (await c.createCertificate(request, { metadata: md, deadline: Date.now() + timeoutMs })).certChain;
+    } catch (e) {
+      o.metrics?.failedOutgoingRequests.inc({ request_type: 'csr' });
+      throw fromGrpcError(e);
+    } finally {
+      o.metrics?.outgoingLatency.inc({ request_type: 'csr' }, performance.now() - started);
+    }
+  };
+  const renewal = mtlsRenewal(o, options, o.logger ?? silentLogger());
   return {
     async watchBundle(onUpdate, onEnd) {
       const md = await metadata();
@@ -138,22 +161,17 @@ export function createCaClient(o: CaClientOptions): CaClient {
         call.cancel();
       };
     },
-    async sign(csrPem, ttlSeconds) {
-      const md = await metadata();
-      const started = performance.now();
-      o.metrics?.outgoingRequests.inc({ request_type: 'csr' });
-      try {
-        const res = await client.createCertificate(
-          create(IstioCertificateRequestSchema, { csr: csrPem, validityDuration: BigInt(ttlSeconds) }),
-          { metadata: md, deadline: Date.now() + timeoutMs },
-        );
-        return res.certChain;
-      } catch (e) {
-        o.metrics?.failedOutgoingRequests.inc({ request_type: 'csr' });
-        throw fromGrpcError(e);
-      } finally {
-        o.metrics?.outgoingLatency.inc({ request_type: 'csr' }, performance.now() - started);
+    async sign(csrPem, ttlSeconds, current) {
+      const request = create(IstioCertificateRequestSchema, { csr: csrPem, validityDuration: BigInt(ttlSeconds) });
+      if (o.renewWithCertificate && current) {
+        try {
+          return await createCertificate(renewal.clientFor(current), request, new grpc.Metadata());
+        } catch (e) {
+          if (!(e instanceof CastellanError) || e.kind !== 'UNAUTHENTICATED') throw e;
+          renewal.refused(current.serial, e);
+        }
       }
+      return createCertificate(client, request, await metadata());
     },
     async mintJwtSvid(audiences, ttlSeconds = 0) {
       const md = await metadata();
@@ -173,6 +191,35 @@ export function createCaClient(o: CaClientOptions): CaClient {
       client.close();
       trust.close();
       jwt.close();
+      renewal.close();
+    },
+  };
+}
+
+/**
+ * The mTLS renewal channel: one client per served certificate (its key and
+ * chain are the channel's TLS identity), replaced when the certificate is.
+ */
+function mtlsRenewal(o: CaClientOptions, options: grpc.ClientOptions, logger: Logger) {
+  let held: { serial: string; client: ReturnType<typeof createClient<typeof IstioCertificateService.method>> } | undefined;
+  let lastRefused: string | undefined;
+  return {
+    clientFor(cur: { chainPem: string; keyPem: string; serial: string }) {
+      if (held?.serial !== cur.serial) {
+        held?.client.close();
+        const creds = grpc.credentials.createSsl(Buffer.from(o.rootPem), Buffer.from(cur.keyPem), Buffer.from(cur.chainPem));
+        held = { serial: cur.serial, client: createClient(IstioCertificateService, o.address, creds, options) };
+      }
+      return held.client;
+    },
+    refused(serial: string, e: CastellanError) {
+      if (lastRefused === serial) return;
+      lastRefused = serial;
+      logger.warn({ event: 'agent.mtls_renewal_refused', serial, code: e.code, reason: e.message }, 'the CA no longer accepts our certificate as proof of identity: re-issuing with the service-account token');
+    },
+    close() {
+      held?.client.close();
+      held = undefined;
     },
   };
 }

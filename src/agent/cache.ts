@@ -43,7 +43,12 @@ import { newKeyAndCsr, type KeyAndCsr, type KeyType } from './csr.ts';
  * CastellanError whose kind says whether retrying may help.
  */
 export interface CertificateSource {
-  sign(csrPem: string, ttlSeconds: number): Promise<string[]>;
+  /**
+   * Returns the CA's answer for `csrPem` (leaf first, bundle last). `current`
+   * is the certificate served now, if still valid: a source may authenticate
+   * with it (mTLS renewal) instead of the service-account token.
+   */
+  sign(csrPem: string, ttlSeconds: number, current?: Pick<IssuedCertificate, 'chainPem' | 'keyPem' | 'serial' | 'notAfter'>): Promise<string[]>;
 }
 
 /** Error kinds the Istio agent retries (gRPC CANCELLED arrives as ABORTED). */
@@ -248,7 +253,8 @@ export class SecretCache implements SecretStore {
     let got: IssuedCertificate;
     try {
       const kc = await this.o.newKey(this.o.keyType);
-      const chain = await this.o.source.sign(kc.csrPem, ttlSeconds);
+      const cur = this.current && this.current.notAfter > this.clock.now() ? this.current : undefined;
+      const chain = await this.o.source.sign(kc.csrPem, ttlSeconds, cur);
       got = this.validate(chain, kc.keyPem);
     } catch (e) {
       if (this.stopped) return;

@@ -22,6 +22,7 @@ export const AGENT_FLAGS: FlagSpec[] = [
   { name: 'key-type', type: 'string', arg: 'TYPE', default: 'ec-p256', help: `workload key type: ${KEY_TYPES.join('|')}` },
   { name: 'grace-ratio', type: 'string', arg: 'R', default: '0.5', help: 'renew when this fraction of the lifetime is left (± 0.02 jitter)' },
   { name: 'output-dir', type: 'string', arg: 'DIR', help: 'also write cert-chain.pem, key.pem (0600) and root-cert.pem here' },
+  { name: 'renew-with-certificate', type: 'boolean', default: false, help: 'renew over mutual TLS with the current certificate (no token sent); when the CA refuses it (e.g. its authority was tainted) the same request goes again with the token' },
   { name: 'http-listen', type: 'string', arg: 'ADDR', default: '127.0.0.1:15020', help: '/healthz /readyz /metrics address ("off" to disable)' },
   { name: 'log-level', type: 'string', arg: 'LEVEL', default: 'info', help: 'trace|debug|info|warn|error|fatal|silent' },
 ];
@@ -80,6 +81,7 @@ export function resolveAgentConfig(v: FlagValues): AgentConfig & { logLevel: str
     workloadApiSocket,
     workloadApiSocketGroup: workloadGroup,
     httpListen,
+    renewWithCertificate: v['renew-with-certificate'] === true,
     logLevel: s('log-level')!,
   };
 }

@@ -10,6 +10,7 @@
  * taint the old one (agents re-issue at once) → retire it once nothing it
  * signed is alive (gone from the bundle).
  */
+import { X509Certificate } from 'node:crypto';
 import { CastellanError } from '../platform/errors.ts';
 import { buildAuthority, certInfo, type SigningAuthority } from './authority.ts';
 import type { AuthorityRecord, AuthorityState, KeyringDoc } from './keyring-doc.ts';
@@ -30,8 +31,18 @@ export interface KeyringView {
    */
   readonly trustBundlePem: string;
   readonly rootsDer: readonly Buffer[];
-  /** signing certificates whose leaves may renew over mTLS (active, old, tainted) */
-  readonly signerCertsDer: readonly Buffer[];
+  /**
+   * Signing certificates whose leaves still *vouch* for their holder: a
+   * client certificate authenticates a caller to the CA (mTLS renewal,
+   * WatchBundle) only when one of these issued it. Active and old authorities,
+   * never a tainted one, nor any authority sharing a tainted one's key.
+   * Trusting a certificate in a TLS handshake is another decision: that is
+   * the trust bundle (`rootsDer`), which keeps tainted authorities until they
+   * are retired so the data plane goes on working while workloads re-issue.
+   */
+  readonly vouchingSignersDer: readonly Buffer[];
+  /** Signing certificates of tainted authorities (and of any sharing their key): named in refusals. */
+  readonly taintedSignersDer: readonly Buffer[];
   /** ids of tainted authorities: agents re-issue leaves they signed */
   readonly taintedIds: readonly string[];
 }
@@ -86,9 +97,31 @@ export function buildView(doc: KeyringDoc, now: number, where: string): KeyringV
     records: doc.authorities,
     trustBundlePem: signing.trustBundlePem,
     rootsDer,
-    signerCertsDer: ordered.filter((a) => a.state !== 'prepared').map((a) => authorities.get(a.id)!.certDer),
+    ...vouching(ordered, authorities),
     taintedIds: live.filter((a) => a.state === 'tainted').map((a) => a.id),
   };
+}
+
+/** The SubjectPublicKeyInfo of a certificate, as a comparable string. */
+function spkiOf(certDer: Buffer): string {
+  return new X509Certificate(certDer).publicKey.export({ type: 'spki', format: 'der' }).toString('base64');
+}
+
+/** Splits the signers of leaves (all but prepared) into those that vouch and those that are tainted. */
+function vouching(ordered: readonly AuthorityRecord[], authorities: ReadonlyMap<string, SigningAuthority>): Pick<KeyringView, 'vouchingSignersDer' | 'taintedSignersDer'> {
+  const signers = ordered.filter((a) => a.state !== 'prepared').map((a) => ({ state: a.state, der: authorities.get(a.id)!.certDer }));
+  const taintedKeys = new Set(signers.filter((a) => a.state === 'tainted').map((a) => spkiOf(a.der)));
+  const isTainted = (a: { state: AuthorityState; der: Buffer }): boolean => a.state === 'tainted' || (taintedKeys.size > 0 && taintedKeys.has(spkiOf(a.der)));
+  return {
+    vouchingSignersDer: signers.filter((a) => !isTainted(a)).map((a) => a.der),
+    taintedSignersDer: signers.filter(isTainted).map((a) => a.der),
+  };
+}
+
+/** Authorities (other than `except`) whose signing key is the same as `rec`'s. */
+function sameKey(doc: KeyringDoc, rec: AuthorityRecord, states: readonly AuthorityState[]): AuthorityRecord[] {
+  const key = spkiOf(parseCertificatesPem(rec.certPem, `authority ${rec.id}`)[0]!);
+  return doc.authorities.filter((a) => a.id !== rec.id && states.includes(a.state) && spkiOf(parseCertificatesPem(a.certPem, `authority ${a.id}`)[0]!) === key);
 }
 
 // ---- transitions -------------------------------------------------------
@@ -153,6 +186,8 @@ export function activate(doc: KeyringDoc, id: string | undefined, o: TransitionO
   if (target.state !== 'prepared') throw refuse('rotation.bad_state', `authority ${target.id} is ${target.state}; only a prepared authority can be activated`);
   const cert = certInfo(parseCertificatesPem(target.certPem, `authority ${target.id}`)[0]!);
   if (cert.notBefore > o.now || cert.notAfter <= o.now) throw refuse('rotation.not_valid', `authority ${target.id} is not valid now (${iso(cert.notBefore)} to ${iso(cert.notAfter)})`);
+  const taintedTwin = sameKey(doc, target, ['tainted'])[0];
+  if (taintedTwin) throw refuse('rotation.tainted_key', `authority ${target.id} has the same key as tainted authority ${taintedTwin.id}: a suspect key cannot sign again; prepare an authority with a new key`);
   let forcedRisk: string | undefined;
   const inBundleSince = ms(target.preparedAt) ?? o.now;
   if (o.now - inBundleSince < o.propagationMs) {
@@ -171,12 +206,22 @@ export function activate(doc: KeyringDoc, id: string | undefined, o: TransitionO
   return { doc: replace(doc, changes), authority, forcedRisk };
 }
 
-/** Marks a previous authority tainted: still trusted, but agents re-issue what it signed at once. */
+/**
+ * Marks a previous authority tainted ("this key may be stolen"): from now on
+ * no certificate it issued authenticates a caller to the CA, while the trust
+ * bundle keeps it until it is retired, so workloads go on talking while they
+ * re-issue (agents do so at once). Refused when the active or prepared
+ * authority shares its key: that key would still be in use.
+ */
 export function taint(doc: KeyringDoc, id: string | undefined, o: TransitionOptions): TransitionResult {
   const target = id ? find(doc, id) : previous(doc, ['old']);
   if (!target) throw refuse('rotation.nothing_to_taint', 'no previous authority to taint (only an authority that was active and was replaced can be tainted)');
   if (target.state === 'active') throw refuse('rotation.active', `authority ${target.id} is the active one: activate another authority first, then taint this one`);
   if (target.state !== 'old') throw refuse('rotation.bad_state', `authority ${target.id} is ${target.state}; only an old (replaced) authority can be tainted`);
+  const signingTwin = sameKey(doc, target, ['active', 'prepared'])[0];
+  if (signingTwin) {
+    throw refuse('rotation.shared_key', `authority ${target.id} has the same key as ${signingTwin.state} authority ${signingTwin.id}: tainting it would leave a suspect key in use; prepare and activate an authority with a new key first`);
+  }
   const authority: AuthorityRecord = { ...target, state: 'tainted', taintedAt: iso(o.now) };
   return { doc: replace(doc, new Map([[authority.id, authority]])), authority };
 }

@@ -1,27 +1,32 @@
 /**
  * The keyring at run time: loads (or on first start creates) the keyring
  * through a Keystore, keeps the current view, applies admin transitions and
- * automatic rotation with optimistic concurrency (re-read and retry on a
- * conflicting write), follows changes made by other replicas, counts the
- * leaves each authority signs, and tells listeners whenever the view
- * changes (signer, trust bundle, server TLS identity, publishers, agents).
+ * automatic rotation (rotator.ts) with optimistic concurrency (re-read and
+ * retry on a conflicting write), follows changes made by other replicas,
+ * flushes the leaves each authority signs (leaf-ledger.ts), and tells
+ * listeners whenever the view changes (signer, trust bundle, server TLS
+ * identity, publishers, agents). Status is a pure function (authority-status.ts).
  *
  * A keyring that becomes unreadable or invalid (a corrupted file, a bad
  * Secret edit) never replaces the last good view: it is logged and counted,
  * and the CA keeps signing and serving the bundle it had (security.md P4).
  */
-import { X509Certificate } from 'node:crypto';
 import { CastellanError } from '../platform/errors.ts';
 import type { Clock, TimerHandle } from '../platform/clock.ts';
 import type { Logger } from '../platform/logger.ts';
-import { createSelfSignedRoot, buildAuthority, certInfo } from './authority.ts';
+import { createSelfSignedRoot, buildAuthority } from './authority.ts';
+import { authorityStatus, type AuthorityStatus } from './authority-status.ts';
 import { emptyLeaves, type AuthorityRecord, type KeyringDoc } from './keyring-doc.ts';
-import { activate, addLeaves, addPrepared, buildView, nextAutoStep, retire, retireSafeAt, taint, type KeyringView, type TransitionResult } from './keyring.ts';
+import { activate, addLeaves, addPrepared, buildView, retire, taint, type KeyringView, type TransitionResult } from './keyring.ts';
 import type { CaKeyType } from './keys.ts';
 import type { Keystore, LeaderElector, StoredKeyring } from './keystore.ts';
 import { alwaysLeader } from './keystore.ts';
+import { LeafLedger } from './leaf-ledger.ts';
 import { parseCertificatesPem } from './pem.ts';
 import { pluginRecord, pluginRecordFromTexts, type CacertsTexts } from './plugin.ts';
+import { Rotator } from './rotator.ts';
+
+export type { AuthorityStatus };
 
 export type CaMode = { kind: 'self-signed'; keyType: CaKeyType; rootTtlMs: number } | { kind: 'plugin'; cacertsDir: string };
 
@@ -42,31 +47,7 @@ export interface CaManagerOptions {
   flushIntervalMs?: number;
 }
 
-export interface AuthorityStatus {
-  id: string;
-  state: AuthorityRecord['state'];
-  source: AuthorityRecord['source'];
-  keyType: string;
-  subject: string;
-  notBefore: string;
-  notAfter: string;
-  /** leaves signed and still valid, counted by this server since it started */
-  liveLeaves: number;
-  /** leaves signed, all replicas, as flushed to the keystore */
-  issued: number;
-  lastLeafNotAfter: string | null;
-  /** when retiring it becomes safe (its last leaf expired), ISO; null when retired */
-  retireSafeAt: string | null;
-  preparedAt?: string;
-  activatedAt?: string;
-  deactivatedAt?: string;
-  taintedAt?: string;
-  retiredAt?: string;
-}
-
 export type ChangeListener = (view: KeyringView, previous: KeyringView | undefined) => void;
-
-const HOUR = 3_600_000;
 
 export class CaManager {
   private readonly o: CaManagerOptions;
@@ -74,14 +55,11 @@ export class CaManager {
   private stored!: StoredKeyring;
   private current!: KeyringView;
   private readonly listeners = new Set<ChangeListener>();
-  /** per authority: this process's issued count and expiry histogram (by hour) since the last flush / since start */
-  private readonly pending = new Map<string, { issued: number; lastNotAfter: number }>();
-  private readonly live = new Map<string, Map<number, number>>();
+  private readonly ledger = new LeafLedger();
+  private readonly rotator: Rotator;
   private stopWatch: (() => void) | undefined;
-  private rotateTimer: TimerHandle | undefined;
   private flushTimer: TimerHandle | undefined;
   private serial: Promise<unknown> = Promise.resolve();
-  private rotating: Promise<unknown> = Promise.resolve();
   private closed = false;
   /** keyring changes that could not be used (corrupt documents), for metrics */
   rejectedUpdates = 0;
@@ -89,6 +67,10 @@ export class CaManager {
   private constructor(o: CaManagerOptions) {
     this.o = o;
     this.leader = o.leader ?? alwaysLeader();
+    this.rotator = new Rotator(
+      { flush: () => this.flush(), doc: () => this.stored.doc, prepare: () => this.prepare(), activate: (id) => this.activate(id), retire: (id) => this.retire(id) },
+      { enabled: o.autoRotate, propagationMs: o.propagationMs, leader: this.leader, clock: o.clock, logger: o.logger },
+    );
   }
 
   /** Loads or creates the keyring; throws FAILED_PRECONDITION with a precise message when it cannot be used. */
@@ -104,9 +86,9 @@ export class CaManager {
     );
     m.leader.onChange((leader) => {
       o.logger.info({ event: 'ca.leadership', leader }, leader ? 'this replica now rotates the keyring' : 'this replica no longer rotates the keyring');
-      if (leader) m.scheduleRotation(0);
+      if (leader) m.rotator.schedule(0);
     });
-    m.scheduleRotation(0);
+    m.rotator.schedule(0);
     m.scheduleFlush();
     return m;
   }
@@ -201,7 +183,7 @@ export class CaManager {
     try {
       this.adopt(k);
       this.o.logger.info({ event: 'keyring.reloaded', generation: k.doc.generation, active: this.current.active.id }, 'keyring changed in the keystore; reloaded');
-      this.scheduleRotation(0);
+      this.rotator.schedule(0);
     } catch (e) {
       this.rejectedUpdates++;
       this.o.logger.error({ event: 'keyring.update_rejected', err: e instanceof CastellanError ? e.message : String(e) }, 'keyring change ignored: it cannot be used; keeping the last good one');
@@ -245,7 +227,7 @@ export class CaManager {
       { event: `ca.authority_${name}`, id: r.authority.id, state: r.authority.state, forced: r.forcedRisk !== undefined, risk: r.forcedRisk, generation: r.doc.generation },
       `authority ${r.authority.id} is now ${r.authority.state}${r.forcedRisk ? ' (forced)' : ''}`,
     );
-    this.scheduleRotation(0);
+    this.rotator.schedule(0);
     return r;
   }
 
@@ -276,77 +258,29 @@ export class CaManager {
 
   /** Records one certificate signed by `issuerId` expiring at `notAfter` (ms). Cheap: in memory, flushed later. */
   recordIssued(issuerId: string, notAfter: number): void {
-    const p = this.pending.get(issuerId);
-    if (p) {
-      p.issued++;
-      if (notAfter > p.lastNotAfter) p.lastNotAfter = notAfter;
-    } else this.pending.set(issuerId, { issued: 1, lastNotAfter: notAfter });
-    let h = this.live.get(issuerId);
-    if (!h) this.live.set(issuerId, (h = new Map()));
-    const bucket = Math.floor(notAfter / HOUR);
-    h.set(bucket, (h.get(bucket) ?? 0) + 1);
+    this.ledger.record(issuerId, notAfter);
   }
 
   /** Leaves signed by `id` (this process, since start) that have not expired, counted by hour of expiry. */
   liveLeaves(id: string): number {
-    const h = this.live.get(id);
-    if (!h) return 0;
-    const nowBucket = Math.floor(this.now / HOUR);
-    let n = 0;
-    for (const [b, c] of h) {
-      if (b < nowBucket) h.delete(b);
-      else n += c;
-    }
-    return n;
+    return this.ledger.liveLeaves(id, this.now);
   }
 
   /** Writes pending leaf accounting to the keystore. */
   async flush(): Promise<void> {
-    if (this.pending.size === 0) return;
-    const deltas = new Map(this.pending);
-    this.pending.clear();
+    const deltas = this.ledger.take();
+    if (deltas.size === 0) return;
     try {
       await this.mutate((doc) => addLeaves(doc, deltas));
     } catch (e) {
-      // keep the counts for the next flush
-      for (const [id, d] of deltas) {
-        const p = this.pending.get(id);
-        if (p) {
-          p.issued += d.issued;
-          p.lastNotAfter = Math.max(p.lastNotAfter, d.lastNotAfter);
-        } else this.pending.set(id, d);
-      }
+      this.ledger.restore(deltas); // kept for the next flush
       this.o.logger.warn({ event: 'keyring.flush_failed', err: e instanceof CastellanError ? e.message : String(e) }, 'could not record leaf counts in the keystore; will retry');
     }
   }
 
   status(): AuthorityStatus[] {
     const now = this.now;
-    return this.stored.doc.authorities.map((a) => {
-      const info = certInfo(parseCertificatesPem(a.certPem, `authority ${a.id}`)[0]!);
-      const pending = this.pending.get(a.id);
-      const last = Math.max(a.leaves.lastNotAfter ? Date.parse(a.leaves.lastNotAfter) : 0, pending?.lastNotAfter ?? 0);
-      const withPending: AuthorityRecord = { ...a, leaves: { issued: a.leaves.issued + (pending?.issued ?? 0), lastNotAfter: last ? new Date(last).toISOString() : null } };
-      const subject = subjectOf(a.certPem);
-      return {
-        id: a.id,
-        state: a.state,
-        source: a.source,
-        keyType: a.keyType,
-        subject,
-        notBefore: new Date(info.notBefore).toISOString(),
-        notAfter: new Date(info.notAfter).toISOString(),
-        liveLeaves: this.liveLeaves(a.id),
-        issued: withPending.leaves.issued,
-        lastLeafNotAfter: withPending.leaves.lastNotAfter,
-        retireSafeAt: a.state === 'retired' ? null : new Date(a.state === 'active' ? Math.max(now, last) : retireSafeAt(withPending, now)).toISOString(),
-        preparedAt: a.preparedAt,
-        activatedAt: a.activatedAt,
-        deactivatedAt: a.deactivatedAt,
-        taintedAt: a.taintedAt,
-        retiredAt: a.retiredAt,
-      };
-    });
+    return this.stored.doc.authorities.map((a) => authorityStatus(a, { pending: this.ledger.pending(a.id), live: this.liveLeaves(a.id) }, now));
   }
 
   /** Self-signed: a new root (same key type and lifetime settings) as prepared. */
@@ -388,46 +322,15 @@ export class CaManager {
     }, this.o.flushIntervalMs ?? 30_000);
   }
 
-  private scheduleRotation(delayMs: number): void {
-    if (this.closed || !this.o.autoRotate) return;
-    this.rotateTimer?.cancel();
-    this.rotateTimer = this.o.clock.setTimer(() => void this.rotateOnce(), Math.max(0, delayMs));
-  }
-
   /** Resolves when no keyring write or rotation step of this process is in progress (tests). */
   async idle(): Promise<void> {
-    await this.rotating;
+    await this.rotator.idle();
     await this.serial;
   }
 
   /** One step of automatic rotation (leader only), then re-arms for the next threshold. */
   rotateOnce(): Promise<void> {
-    const p = this.rotateStep();
-    this.rotating = p.catch(() => undefined);
-    return p;
-  }
-
-  private async rotateStep(): Promise<void> {
-    if (this.closed) return;
-    if (!this.leader.isLeader()) {
-      this.scheduleRotation(HOUR);
-      return;
-    }
-    try {
-      await this.flush(); // decide on current leaf accounting
-      const { step, recheckAt } = nextAutoStep(this.stored.doc, this.now, this.o.propagationMs);
-      if (!step) {
-        this.scheduleRotation(recheckAt - this.now);
-        return;
-      }
-      if (step.kind === 'prepare') await this.prepare();
-      else if (step.kind === 'activate') await this.activate(step.id);
-      else await this.retire(step.id);
-      this.o.logger.info({ event: 'ca.auto_rotation', step: step.kind }, `automatic rotation: ${step.kind}`);
-    } catch (e) {
-      this.o.logger.error({ event: 'ca.auto_rotation_failed', err: e instanceof CastellanError ? e.message : String(e) }, 'automatic rotation step failed; retrying in a minute');
-      this.scheduleRotation(60_000);
-    }
+    return this.rotator.rotateOnce();
   }
 
   async close(): Promise<void> {
@@ -435,7 +338,7 @@ export class CaManager {
     await this.flush();
     this.closed = true;
     this.stopWatch?.();
-    this.rotateTimer?.cancel();
+    this.rotator.close();
     this.flushTimer?.cancel();
     await this.serial;
     await this.leader.close();
@@ -445,8 +348,4 @@ export class CaManager {
 
 function statesOf(v: KeyringView, doc?: KeyringDoc): string {
   return v.records.map((r) => `${r.id}:${r.state}`).join(',') + '|' + (doc?.jwtKeys ?? []).map((k) => `${k.kid}:${k.state}`).join(',');
-}
-
-function subjectOf(certPem: string): string {
-  return new X509Certificate(certPem).subject.split('\n').join(', ');
 }

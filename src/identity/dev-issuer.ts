@@ -1,7 +1,8 @@
 /**
  * DEVELOPMENT ONLY: a local stand-in for a Kubernetes service-account token
  * issuer, used by `castellan dev`, tests and benchmarks where no cluster
- * exists. It keeps an ES256 key in `<dir>` (0700, key file 0600), publishes
+ * exists. It keeps an ES256 key (or, asked for, an RS256 one, what a
+ * kube-apiserver signs with by default) in `<dir>` (0700, key file 0600), publishes
  * `<dir>/jwks.json`, and mints tokens shaped like projected service-account
  * tokens. Never point a production CA at it.
  */
@@ -22,37 +23,43 @@ export interface MintOptions {
   now?: number;
 }
 
+export type DevTokenAlg = 'ES256' | 'RS256';
+
 export class DevTokenIssuer {
   readonly issuer: string;
   readonly jwksPath: string;
+  readonly alg: DevTokenAlg;
   private readonly key: CryptoKey;
   private readonly kid: string;
 
-  private constructor(issuer: string, jwksPath: string, key: CryptoKey, kid: string) {
+  private constructor(issuer: string, jwksPath: string, alg: DevTokenAlg, key: CryptoKey, kid: string) {
     this.issuer = issuer;
     this.jwksPath = jwksPath;
+    this.alg = alg;
     this.key = key;
     this.kid = kid;
   }
 
-  static async create(o: { dir: string; issuer?: string }): Promise<DevTokenIssuer> {
+  /** `alg` (default ES256) picks the key kind when the key is created; RS256 keys are RSA-2048. */
+  static async create(o: { dir: string; issuer?: string; alg?: DevTokenAlg }): Promise<DevTokenIssuer> {
+    const alg = o.alg ?? 'ES256';
     await ensurePrivateDir(o.dir);
-    const keyPath = join(o.dir, 'dev-issuer-key.json');
+    const keyPath = join(o.dir, alg === 'ES256' ? 'dev-issuer-key.json' : 'dev-issuer-key-rs256.json');
     let jwk: JWK;
     try {
       jwk = JSON.parse(await fs.readFile(keyPath, 'utf8')) as JWK;
     } catch {
-      const { privateKey } = await generateKeyPair('ES256', { extractable: true });
+      const { privateKey } = await generateKeyPair(alg, { extractable: true, modulusLength: 2048 });
       const fresh = await exportJWK(privateKey);
       await createFileExclusive(keyPath, JSON.stringify(fresh), 0o600);
       jwk = JSON.parse(await fs.readFile(keyPath, 'utf8')) as JWK;
     }
-    const pub: JWK = { kty: jwk.kty, crv: jwk.crv, x: jwk.x, y: jwk.y };
+    const pub: JWK = alg === 'ES256' ? { kty: jwk.kty, crv: jwk.crv, x: jwk.x, y: jwk.y } : { kty: jwk.kty, n: jwk.n, e: jwk.e };
     const kid = await calculateJwkThumbprint(pub);
     const jwksPath = join(o.dir, 'jwks.json');
-    await writeFileAtomic(jwksPath, JSON.stringify({ keys: [{ ...pub, kid, alg: 'ES256', use: 'sig' }] }, null, 2) + '\n', 0o644);
-    const key = (await importJWK(jwk, 'ES256')) as CryptoKey;
-    return new DevTokenIssuer(o.issuer ?? 'https://castellan.dev.invalid', jwksPath, key, kid);
+    await writeFileAtomic(jwksPath, JSON.stringify({ keys: [{ ...pub, kid, alg, use: 'sig' }] }, null, 2) + '\n', 0o644);
+    const key = (await importJWK(jwk, alg)) as CryptoKey;
+    return new DevTokenIssuer(o.issuer ?? 'https://castellan.dev.invalid', jwksPath, alg, key, kid);
   }
 
   /** A projected-service-account-shaped JWT (iss, sub, aud[], exp, iat, nbf, kubernetes.io). */
@@ -66,7 +73,7 @@ export class DevTokenIssuer {
         pod: { name: pod, uid: `dev-pod-${pod}` },
       },
     })
-      .setProtectedHeader({ alg: 'ES256', kid: this.kid, typ: 'JWT' })
+      .setProtectedHeader({ alg: this.alg, kid: this.kid, typ: 'JWT' })
       .setIssuer(this.issuer)
       .setSubject(`system:serviceaccount:${o.namespace}:${o.serviceAccount}`)
       .setAudience(o.audiences ?? ['istio-ca'])

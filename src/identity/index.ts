@@ -10,10 +10,12 @@ import { systemClock, type Clock } from '../platform/clock.ts';
 import { silentLogger, type Logger } from '../platform/logger.ts';
 import { bearerToken } from './bearer.ts';
 import { JwtAuthenticator } from './jwt.ts';
+import type { KeyRejectedEvent } from './jwks.ts';
 import { TokenReviewAuthenticator, type TokenReviewOptions } from './tokenreview.ts';
 import type { Caller, TokenAuthenticator, TokenAuthRequest } from './types.ts';
 
 export type { Caller, TokenAuthenticator, TokenAuthRequest } from './types.ts';
+export type { KeyRejectedEvent } from './jwks.ts';
 
 export interface TokenAuthOptions {
   trustDomain: string;
@@ -23,15 +25,18 @@ export interface TokenAuthOptions {
   tokenReview?: Omit<TokenReviewOptions, 'audiences' | 'trustDomain' | 'clock'>;
   clock?: Clock;
   logger?: Logger;
+  /** a JWKS key that will never verify anything (security.md T10); called once per key */
+  onKeyRejected?: (e: KeyRejectedEvent) => void;
 }
 
 export function createTokenAuthenticator(opts: TokenAuthOptions): TokenAuthenticator {
   const clock = opts.clock ?? systemClock;
   const logger = opts.logger ?? silentLogger();
-  const jwt = opts.jwt ? new JwtAuthenticator({ ...opts.jwt, audiences: opts.audiences, trustDomain: opts.trustDomain, clock }) : undefined;
+  const jwt = opts.jwt ? new JwtAuthenticator({ ...opts.jwt, audiences: opts.audiences, trustDomain: opts.trustDomain, clock, logger, onKeyRejected: opts.onKeyRejected }) : undefined;
   const review = opts.tokenReview ? new TokenReviewAuthenticator({ ...opts.tokenReview, audiences: opts.audiences, trustDomain: opts.trustDomain, clock }) : undefined;
   if (!jwt && !review) throw new CastellanError('INVALID_ARGUMENT', 'config.invalid', 'token authentication needs JWT or TokenReview configuration');
   return {
+    prepare: async () => jwt?.prepare(),
     async authenticate(req: TokenAuthRequest): Promise<Caller> {
       const token = bearerToken(req.authorization);
       const failures: CastellanError[] = [];

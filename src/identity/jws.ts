@@ -16,7 +16,7 @@
  * propagate as jose threw them, for the caller to map.
  */
 import { constants, KeyObject, verify, type webcrypto } from 'node:crypto';
-import type { JWTVerifyGetKey } from 'jose';
+import { errors, type JWTVerifyGetKey } from 'jose';
 import { unauthenticated } from './bearer.ts';
 
 interface AlgSpec {
@@ -122,6 +122,9 @@ function toKeyObject(k: unknown): KeyObject {
   throw unauthenticated('auth.token_unknown_key', 'no usable key for this token');
 }
 
+/** RSA keys shorter than this never verify anything (security.md T10). */
+export const MIN_RSA_BITS = 2048;
+
 /** Whether a key may verify `spec`'s signatures; remembered per key (reading key details is not free). */
 const fits = new WeakMap<KeyObject, Map<AlgSpec, boolean>>();
 
@@ -132,8 +135,9 @@ function keyFits(key: KeyObject, spec: AlgSpec): boolean {
   const t = key.asymmetricKeyType;
   let ok: boolean;
   if (key.type !== 'public') ok = false;
-  else if (spec.kind === 'rsa') ok = t === 'rsa';
-  else if (spec.kind === 'pss') ok = t === 'rsa' || t === 'rsa-pss';
+  // PKCS#1 v1.5 only with a plain RSA key, PSS with either; never under 2048 bits (jose's own floor, T10)
+  else if (spec.kind === 'rsa') ok = t === 'rsa' && (key.asymmetricKeyDetails?.modulusLength ?? 0) >= MIN_RSA_BITS;
+  else if (spec.kind === 'pss') ok = (t === 'rsa' || t === 'rsa-pss') && (key.asymmetricKeyDetails?.modulusLength ?? 0) >= MIN_RSA_BITS;
   else if (spec.kind === 'ec') ok = t === 'ec' && key.asymmetricKeyDetails?.namedCurve === spec.curve;
   else ok = t === 'ed25519' || t === 'ed448';
   if (!m) fits.set(key, (m = new Map()));
@@ -175,6 +179,16 @@ function deepFreeze<T>(v: T): T {
   return v;
 }
 
+function signatureHolds(spec: AlgSpec, input: Buffer, key: KeyObject, sig: Buffer): boolean {
+  try {
+    if (spec.kind === 'ec') return sig.length === 2 * spec.size! && verify(spec.hash, input, key, ecdsaDer(sig, spec.size!));
+    if (spec.kind === 'pss') return verify(spec.hash, input, { key, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: constants.RSA_PSS_SALTLEN_DIGEST }, sig);
+    return sig.length > 0 && verify(spec.hash, input, key, sig);
+  } catch {
+    return false;
+  }
+}
+
 export interface VerifiedJws {
   readonly header: Record<string, unknown>;
   readonly payload: Record<string, unknown>;
@@ -192,18 +206,19 @@ export async function verifyCompactJws(token: string, keys: JWTVerifyGetKey): Pr
   const { header, spec } = checkedHeader(h);
   const sig = b64url(s, 'signature');
   const payloadBytes = b64url(p, 'payload'); // framing checked now, parsed only once the signature holds
-  const key = toKeyObject(await keys(header as Parameters<JWTVerifyGetKey>[0], { payload: p, signature: s }));
-  if (!keyFits(key, spec)) throw unauthenticated('auth.token_unknown_key', `the key chosen for this token does not fit "${header.alg as string}"`);
   const input = Buffer.from(`${h}.${p}`, 'latin1');
-  let ok = false;
+  let candidates: KeyObject[];
   try {
-    if (spec.kind === 'ec') ok = sig.length === 2 * spec.size! && verify(spec.hash, input, key, ecdsaDer(sig, spec.size!));
-    else if (spec.kind === 'pss') ok = verify(spec.hash, input, { key, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: constants.RSA_PSS_SALTLEN_DIGEST }, sig);
-    else ok = sig.length > 0 && verify(spec.hash, input, key, sig);
-  } catch {
-    ok = false;
+    candidates = [toKeyObject(await keys(header as Parameters<JWTVerifyGetKey>[0], { payload: p, signature: s }))];
+  } catch (e) {
+    // A kid-less token that fits several keys of the set: try each, as jose documents.
+    if (!(e instanceof errors.JWKSMultipleMatchingKeys)) throw e;
+    candidates = [];
+    for await (const k of e as unknown as AsyncIterable<unknown>) candidates.push(toKeyObject(k));
   }
-  if (!ok) throw unauthenticated('auth.token_signature', 'token signature does not verify');
+  const fitting = candidates.filter((k) => keyFits(k, spec));
+  if (fitting.length === 0) throw unauthenticated('auth.token_unknown_key', `the key chosen for this token does not fit "${header.alg as string}"`);
+  if (!fitting.some((key) => signatureHolds(spec, input, key, sig))) throw unauthenticated('auth.token_signature', 'token signature does not verify');
   return { header, payload: jsonObject(payloadBytes, 'payload') };
 }
 

@@ -8,13 +8,14 @@
  * node:crypto, the hot path). Fails closed: no JWKS, no acceptance
  * (UNAVAILABLE, which agents retry).
  */
-import { readFileSync, statSync } from 'node:fs';
-import { createLocalJWKSet, createRemoteJWKSet, errors, type JWTVerifyGetKey, type JSONWebKeySet } from 'jose';
+import { errors, type JWTVerifyGetKey } from 'jose';
 import { CastellanError } from '../platform/errors.ts';
 import type { Clock } from '../platform/clock.ts';
+import { silentLogger, type Logger } from '../platform/logger.ts';
 import { workloadSpiffeId } from '../spiffe/id.ts';
 import { parseServiceAccountUser, unauthenticated } from './bearer.ts';
 import { checkClaims, verifyCompactJws } from './jws.ts';
+import { fileKeySet, onceReporter, RemoteKeySet, type KeyRejectedEvent } from './jwks.ts';
 import type { Caller } from './types.ts';
 
 export { JWT_ALGORITHMS } from './jws.ts';
@@ -31,72 +32,57 @@ export interface JwtOptions {
   clockToleranceSec?: number;
   clock: Clock;
   fetchTimeoutMs?: number;
-}
-
-function unavailable(msg: string, cause?: unknown): CastellanError {
-  return new CastellanError('UNAVAILABLE', 'auth.jwks_unavailable', msg, { cause });
-}
-
-/** A JWKS file, re-read when it changes on disk (checked at most once a second). */
-function fileKeySet(path: string, clock: Clock): JWTVerifyGetKey {
-  let checkedAt = -Infinity;
-  let mtime = -1;
-  let keys: JWTVerifyGetKey | undefined;
-  return (header, token) => {
-    if (clock.now() - checkedAt > 1000) {
-      checkedAt = clock.now();
-      try {
-        const st = statSync(path);
-        if (st.mtimeMs !== mtime || !keys) {
-          keys = createLocalJWKSet(JSON.parse(readFileSync(path, 'utf8')) as JSONWebKeySet);
-          mtime = st.mtimeMs;
-        }
-      } catch (e) {
-        keys = undefined;
-        throw unavailable(`JWKS file ${path} cannot be read`, e);
-      }
-    }
-    if (!keys) throw unavailable(`JWKS file ${path} cannot be read`);
-    return keys(header, token);
-  };
-}
-
-/** Keys of an OIDC issuer: discovery document → jwks_uri, retried on failure. */
-function oidcKeySet(issuer: string, timeoutMs: number): JWTVerifyGetKey {
-  let remote: JWTVerifyGetKey | undefined;
-  return async (header, token) => {
-    if (!remote) {
-      const url = issuer.replace(/\/$/, '') + '/.well-known/openid-configuration';
-      let doc: { jwks_uri?: unknown };
-      try {
-        const res = await fetch(url, { signal: AbortSignal.timeout(timeoutMs), redirect: 'error' });
-        if (!res.ok) throw new Error(`HTTP ${res.status}`);
-        doc = (await res.json()) as { jwks_uri?: unknown };
-      } catch (e) {
-        throw unavailable(`OIDC discovery at ${url} failed`, e);
-      }
-      if (typeof doc.jwks_uri !== 'string') throw unavailable(`OIDC discovery at ${url} has no jwks_uri`);
-      remote = createRemoteJWKSet(new URL(doc.jwks_uri), { timeoutDuration: timeoutMs });
-    }
-    return remote(header, token);
-  };
+  logger?: Logger;
+  /** a JWKS key that will never be used (weak, or not for verifying): called once per key */
+  onKeyRejected?: (e: KeyRejectedEvent) => void;
 }
 
 export class JwtAuthenticator {
   private readonly keys: JWTVerifyGetKey;
+  private readonly remote: RemoteKeySet | undefined;
   private readonly opts: JwtOptions;
   private readonly issuer: string;
+  private readonly logger: Logger;
 
   constructor(opts: JwtOptions) {
     this.opts = opts;
+    this.logger = opts.logger ?? silentLogger();
     const timeout = opts.fetchTimeoutMs ?? 5000;
     const issuer = opts.issuer ?? opts.oidcIssuer;
     if (!issuer) throw new CastellanError('INVALID_ARGUMENT', 'config.invalid', 'JWT authentication needs the expected issuer (--jwt-issuer)');
     this.issuer = issuer;
-    if (opts.jwksFile) this.keys = fileKeySet(opts.jwksFile, opts.clock);
-    else if (opts.jwksUri) this.keys = createRemoteJWKSet(new URL(opts.jwksUri), { timeoutDuration: timeout });
-    else if (opts.oidcIssuer) this.keys = oidcKeySet(opts.oidcIssuer, timeout);
-    else throw new CastellanError('INVALID_ARGUMENT', 'config.invalid', 'JWT authentication needs --jwks-file, --jwks-uri or --oidc-issuer');
+    const onRejected = onceReporter((e) => {
+      this.logger.warn({ event: 'auth.jwks_key_rejected', kid: e.kid, reason: e.reason, source: e.source }, 'a JWKS key will never be used to verify tokens');
+      opts.onKeyRejected?.(e);
+    });
+    if (opts.jwksFile) this.keys = fileKeySet(opts.jwksFile, opts.clock, onRejected);
+    else if (opts.jwksUri || opts.oidcIssuer) {
+      this.remote = new RemoteKeySet({
+        jwksUri: opts.jwksUri,
+        oidcIssuer: opts.jwksUri ? undefined : opts.oidcIssuer,
+        timeoutMs: timeout,
+        clock: opts.clock,
+        onRejected,
+        onStaleRefresh: (e) => this.logger.warn({ event: 'auth.jwks_refresh_failed', code: e.code, err: e.message }, 'JWKS refresh failed: the last good keys stay in force'),
+      });
+      this.keys = this.remote.getKey;
+    } else throw new CastellanError('INVALID_ARGUMENT', 'config.invalid', 'JWT authentication needs --jwks-file, --jwks-uri or --oidc-issuer');
+  }
+
+  /**
+   * Fetches remote keys once at start. An OIDC discovery document that names
+   * another issuer, or a jwks_uri that is not https, is a configuration error
+   * (thrown, code auth.oidc_discovery); keys that cannot be fetched yet are
+   * only logged: tokens get UNAVAILABLE until they can.
+   */
+  async prepare(): Promise<void> {
+    if (!this.remote) return;
+    try {
+      await this.remote.load();
+    } catch (e) {
+      if (e instanceof CastellanError && e.code === 'auth.oidc_discovery') throw e;
+      this.logger.warn({ event: 'auth.jwks_unavailable', err: (e as Error).message }, 'JWKS cannot be fetched yet: tokens are refused as UNAVAILABLE until it can');
+    }
   }
 
   async authenticate(token: string): Promise<Caller> {
@@ -110,7 +96,9 @@ export class JwtAuthenticator {
         toleranceSec: Math.min(60, this.opts.clockToleranceSec ?? 60),
       });
     } catch (e) {
-      throw mapJoseError(e);
+      const err = mapJoseError(e);
+      if (err.kind === 'INTERNAL') this.logger.error({ event: 'auth.bug', err: e instanceof Error ? e.stack : String(e) }, 'token verification failed unexpectedly (a bug)');
+      throw err;
     }
     const sa = parseServiceAccountUser(payload.sub);
     if (!sa) throw unauthenticated('auth.token_subject', 'token subject is not system:serviceaccount:<namespace>:<name>');
@@ -139,10 +127,9 @@ function mapJoseError(e: unknown): CastellanError {
   if (e instanceof errors.JWKSNoMatchingKey) return unauthenticated('auth.token_unknown_key', 'token key is not in the JWKS', e);
   if (e instanceof errors.JWKSMultipleMatchingKeys) return unauthenticated('auth.token_unknown_key', 'token key is ambiguous in the JWKS', e);
   if (e instanceof errors.JOSEAlgNotAllowed) return unauthenticated('auth.token_alg', 'token algorithm is not allowed (asymmetric algorithms only)', e);
-  if (e instanceof errors.JWKSTimeout) return unavailable('JWKS fetch timed out', e);
-  if (e instanceof errors.JWKSInvalid) return unavailable('JWKS is invalid', e);
+  if (e instanceof errors.JWKSInvalid) return new CastellanError('UNAVAILABLE', 'auth.jwks_unavailable', 'JWKS is invalid', { cause: e });
   if (e instanceof errors.JOSEError) return unauthenticated('auth.token_malformed', 'token is not a valid JWT', e);
-  // fetch failures (ECONNREFUSED, DNS) from the remote key set
-  if (e instanceof TypeError || (e as { name?: string }).name === 'AbortError') return unavailable('JWKS cannot be fetched', e);
-  return unauthenticated('auth.token_invalid', 'token not accepted', e);
+  // The key sources turn every network, HTTP and JSON failure into UNAVAILABLE
+  // themselves (jwks.ts): whatever else reaches here is a bug, not an outage.
+  return new CastellanError('INTERNAL', 'auth.internal', 'token verification failed unexpectedly', { cause: e });
 }

@@ -1,9 +1,12 @@
 /**
  * Renewal over mutual TLS: a caller presenting a valid workload certificate
  * from this CA gets its own identity again. The TLS layer has already proved
- * possession of the key and verified the chain to our bundle (grpc-js only
- * exposes an authorized peer certificate); here the certificate must also be
- * a leaf signed directly by one of our signing certificates, currently
+ * possession of the key and verified the chain to our trust bundle (grpc-js
+ * only exposes an authorized peer certificate). Being trusted for a TLS
+ * handshake is not enough to be believed: here the certificate must be a
+ * leaf signed directly by a signing certificate that still *vouches* (an
+ * active or old authority, never a tainted one: its key may be in an
+ * attacker's hands, who could mint a leaf for any identity), currently
  * valid, with exactly one SPIFFE URI SAN naming a workload of our trust
  * domain. Names are read structurally from the SAN extension, never from
  * Node's subjectAltName string (security.md C7).
@@ -16,9 +19,14 @@ import type { Caller } from './types.ts';
 
 export interface PeerTrust {
   trustDomain: string;
-  /** DER of every certificate allowed to have signed a workload leaf (active and still-trusted signers). */
-  signerCertsDer: readonly Uint8Array[];
+  /** DER of the signing certificates whose leaves vouch for their holder (KeyringView.vouchingSignersDer). */
+  vouchingSignersDer: readonly Uint8Array[];
+  /** DER of tainted signing certificates: their leaves are refused with a message that says so. */
+  taintedSignersDer?: readonly Uint8Array[];
 }
+
+/** The message a caller whose certificate comes from a tainted authority gets (agents react to its code). */
+export const TAINTED_ISSUER_MESSAGE = 'client certificate issued by a tainted authority; authenticate with a service-account token';
 
 function denied(reason: string): CastellanError {
   return new CastellanError('UNAUTHENTICATED', 'auth.peer_certificate', `client certificate not accepted: ${reason}`);
@@ -53,8 +61,11 @@ export function authenticatePeerCertificate(peerDer: Uint8Array, trust: PeerTrus
     throw new CastellanError('UNAUTHENTICATED', 'auth.peer_certificate', 'client certificate cannot be parsed', { cause: e });
   }
   if (isCa) throw denied('it is a CA certificate');
-  const signer = trust.signerCertsDer.map(parsedSigner).find((s) => cert.checkIssued(s) && cert.verify(s.publicKey));
-  if (!signer) throw denied('it was not issued by this CA');
+  const signedBy = (s: X509Certificate): boolean => cert.checkIssued(s) && cert.verify(s.publicKey);
+  if (!trust.vouchingSignersDer.map(parsedSigner).some(signedBy)) {
+    if (trust.taintedSignersDer?.map(parsedSigner).some(signedBy)) throw new CastellanError('UNAUTHENTICATED', 'auth.issuer_tainted', TAINTED_ISSUER_MESSAGE);
+    throw denied('it was not issued by an authority of this CA that vouches for callers');
+  }
   const nb = Date.parse(cert.validFrom);
   const na = Date.parse(cert.validTo);
   if (!(nb <= now && now < na)) throw denied('it is expired or not yet valid');

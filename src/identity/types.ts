@@ -19,5 +19,7 @@ export interface TokenAuthRequest {
 /** Authenticates a bearer token. Throws CastellanError UNAUTHENTICATED (bad token) or UNAVAILABLE (backend down). */
 export interface TokenAuthenticator {
   authenticate(req: TokenAuthRequest): Promise<Caller>;
+  /** One-time start-up checks (e.g. OIDC discovery); throws a configuration error. */
+  prepare?(): Promise<void>;
   close(): void;
 }

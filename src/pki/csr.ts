@@ -168,7 +168,9 @@ function requestedUris(buf: Uint8Array, attrs: Tlv | undefined): string[] {
     const vals = children(buf, expectTag(values, 0x31, 'extensionRequest values'), 'extensionRequest values');
     if (vals.length !== 1) throw malformed('extensionRequest must hold exactly one extension list');
     const seen = new Set<string>();
-    for (const ext of children(buf, expectTag(vals[0]!, 0x30, 'extensions'), 'extensions', 64)) {
+    const exts = children(buf, expectTag(vals[0]!, 0x30, 'extensions'), 'extensions', 64);
+    if (exts.length === 0) throw malformed('extensionRequest holds no extension (Extensions is SIZE (1..MAX))');
+    for (const ext of exts) {
       const parts = children(buf, expectTag(ext, 0x30, 'extension'), 'extension');
       const id = oidString(buf, parts[0] ?? malformedTlv('extension id'), 'extension id');
       if (seen.has(id)) throw malformed(`duplicate extension ${id}`);
@@ -178,6 +180,8 @@ function requestedUris(buf: Uint8Array, attrs: Tlv | undefined): string[] {
       if (parts.length === 3) {
         const crit = expectTag(parts[1]!, 0x01, 'extension critical flag');
         if (crit.end - crit.valueStart !== 1 || (buf[crit.valueStart] !== 0 && buf[crit.valueStart] !== 0xff)) throw malformed('extension critical flag is not a DER BOOLEAN');
+        // critical is BOOLEAN DEFAULT FALSE, and DER never encodes a default value
+        if (buf[crit.valueStart] === 0) throw malformed('extension critical flag FALSE is encoded (DER omits a DEFAULT value)');
       }
       else if (parts.length !== 2) throw malformed('extension has the wrong number of elements');
       if (id !== OID_SAN) continue;

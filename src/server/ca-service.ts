@@ -1,7 +1,8 @@
 /**
- * CreateCertificate, transport-free: authenticate → check the request →
- * sign (batched, off-thread) → assemble the chain. The gRPC adapter in
- * ca-server.ts only moves bytes and statuses.
+ * CreateCertificate, transport-free: admit the peer → authenticate → check
+ * the request → sign (batched, off-thread) → assemble the chain. The gRPC
+ * adapter (istio-ca-rpc.ts) only moves bytes and statuses; a new check on
+ * CreateCertificate plugs in here, between authentication and signing.
  *
  * Identity comes only from the authenticated caller; the CSR contributes its
  * public key (after its self-signature verifies) and nothing else.
@@ -37,15 +38,19 @@ export interface CaServiceDeps {
   metrics: CaMetrics;
 }
 
-export interface CertificateRequestInput {
-  csr: string;
-  /** seconds, as sent on the wire (int64) */
-  validityDurationSec: bigint;
-  metadata?: JsonObject;
+/** What a call presents to prove who it is. */
+export interface CallerCredentials {
   /** every value of the `authorization` metadata key */
   authorization: string[];
   /** DER of the TLS peer certificate, when the transport verified one */
   peerCertDer?: Uint8Array;
+}
+
+export interface CertificateRequestInput extends CallerCredentials {
+  csr: string;
+  /** seconds, as sent on the wire (int64) */
+  validityDurationSec: bigint;
+  metadata?: JsonObject;
   requestId: string;
   peer?: string;
 }
@@ -57,13 +62,30 @@ export interface CertificateResponse {
   notAfter: number;
 }
 
-export async function authenticate(deps: CaServiceDeps, input: CertificateRequestInput): Promise<Caller> {
+/**
+ * The per-peer rate limit, checked before anything else by every RPC of the
+ * CA server (the cheapest refusal: a peer over its rate costs no signature
+ * check at all).
+ */
+export function admitPeer(deps: Pick<CaServiceDeps, 'limits' | 'metrics'>, peer: string | undefined): void {
+  if (deps.limits && !deps.limits.peer.tryTake(peerAddress(peer))) {
+    deps.metrics.rateLimited.inc({ scope: 'peer' });
+    throw new CastellanError('RESOURCE_EXHAUSTED', 'ratelimit.peer', 'too many requests from this address; retry with backoff');
+  }
+}
+
+/**
+ * Who the caller is: a client certificate from this CA, else a bearer token.
+ * Throws UNAUTHENTICATED (a CastellanError) when neither proves an identity.
+ */
+export async function authenticate(deps: CaServiceDeps, input: CallerCredentials): Promise<Caller> {
   const now = deps.clock.now();
   let peerError: CastellanError | undefined;
   if (input.peerCertDer) {
     try {
-      // Any authority still trusted may have signed the caller's current certificate.
-      return authenticatePeerCertificate(input.peerCertDer, { trustDomain: deps.trustDomain, signerCertsDer: deps.view().signerCertsDer }, now);
+      // Only an authority that still vouches (active or old, never tainted) may have signed it.
+      const view = deps.view();
+      return authenticatePeerCertificate(input.peerCertDer, { trustDomain: deps.trustDomain, vouchingSignersDer: view.vouchingSignersDer, taintedSignersDer: view.taintedSignersDer }, now);
     } catch (e) {
       peerError = e as CastellanError;
       if (input.authorization.length === 0) throw e;
@@ -110,11 +132,7 @@ function refusalOfShape(csr: string): CastellanError | undefined {
 export async function createCertificate(deps: CaServiceDeps, input: CertificateRequestInput): Promise<CertificateResponse> {
   const { metrics, logger } = deps;
   metrics.csrCount.inc();
-  // Cheapest refusal first: a peer over its rate costs no signature check at all.
-  if (deps.limits && !deps.limits.peer.tryTake(peerAddress(input.peer))) {
-    metrics.rateLimited.inc({ scope: 'peer' });
-    throw new CastellanError('RESOURCE_EXHAUSTED', 'ratelimit.peer', 'too many certificate requests from this address; retry with backoff');
-  }
+  admitPeer(deps, input.peer);
   let caller: Caller;
   try {
     caller = await authenticate(deps, input);

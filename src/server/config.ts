@@ -36,8 +36,6 @@ export interface ServerConfig {
   signer: { workers: number; maxBatchSize: number; maxBatchWaitMs: number; maxQueue: number; nice?: number };
   /** Largest CreateCertificate request accepted, bytes. */
   maxRequestBytes: number;
-  /** answer plain CreateCertificate calls on node:http2 directly (src/grpc/unary-fast-path.ts) */
-  fastPath: boolean;
   logLevel: string;
   /** ms to let in-flight calls finish on SIGTERM */
   shutdownGraceMs: number;
@@ -81,7 +79,6 @@ export const SERVER_FLAGS: FlagSpec[] = [
   { name: 'batch-max-wait', type: 'string', arg: 'DUR', default: '0ms', help: 'longest a CSR waits for company before its batch is cut (0 = the end of the event-loop turn); while every worker is busy, batches grow by themselves' },
   { name: 'queue-max', type: 'string', arg: 'N', default: '10000', help: 'queued CSRs beyond which requests get RESOURCE_EXHAUSTED' },
   { name: 'max-request-bytes', type: 'string', arg: 'N', default: '65536', help: 'largest CreateCertificate request accepted' },
-  { name: 'no-fast-path', type: 'boolean', default: false, help: 'serve CreateCertificate through grpc-js only (by default plain calls are answered on node:http2 directly: same wire behaviour, lower latency)' },
   { name: 'log-level', type: 'string', arg: 'LEVEL', default: 'info', help: 'trace|debug|info|warn|error|fatal|silent' },
   { name: 'shutdown-grace', type: 'string', arg: 'DUR', default: '10s', help: 'time in-flight calls get to finish on SIGTERM' },
   { name: 'keystore', type: 'string', arg: 'KIND', default: 'file', help: 'where the keyring lives: file (<data-dir>/keyring.json) or kubernetes (a Secret, see --ca-secret)' },
@@ -190,7 +187,6 @@ export function resolveServerConfig(v: FlagValues): ServerConfig {
       nice: int(s('signer-nice')!, 'signer-nice', 0, 19),
     },
     maxRequestBytes: int(s('max-request-bytes')!, 'max-request-bytes', 1024, 16 * 1024 * 1024),
-    fastPath: v['no-fast-path'] !== true,
     logLevel: s('log-level')!,
     shutdownGraceMs: dur(s('shutdown-grace')!, 'shutdown-grace'),
     keystore: { kind: 'file' },

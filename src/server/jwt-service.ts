@@ -18,8 +18,8 @@ import { parseDuration, type FlagSpec, type FlagValues } from '../config/flags.t
 import { JWT_ALGS, type JwtAlg } from '../ca/jwt-keys.ts';
 import type { JwtKeyManager } from '../ca/jwt-manager.ts';
 import { asCastellanError, CastellanError } from '../platform/errors.ts';
-import { authenticate, type CaServiceDeps } from './ca-service.ts';
-import { peerAddress } from './ratelimit.ts';
+import { admitPeer, authenticate, type CaServiceDeps } from './ca-service.ts';
+import { callerCredentials, nextRequestId } from './call.ts';
 
 export interface JwtSvidConfig {
   alg: JwtAlg;
@@ -99,25 +99,21 @@ export function jwtBundleFields(keys: JwtKeyManager | undefined, cfg: JwtSvidCon
 }
 
 /** Adds castellan.v1.JwtSvidService to the CA's gRPC server. */
-export function addJwtSvidService(server: grpc.Server, deps: CaServiceDeps, keys: JwtKeyManager, cfg: JwtSvidConfig, nextRequestId: () => string): void {
+export function addJwtSvidService(server: grpc.Server, deps: CaServiceDeps, keys: JwtKeyManager, cfg: JwtSvidConfig): void {
   const { logger, metrics } = deps;
   const minted = new Counter({ name: 'castellan_jwt_svids_issued', help: 'JWT-SVIDs minted', registers: [metrics.registry] });
   const refused = new Counter({ name: 'castellan_jwt_svid_failures', help: 'MintJwtSvid calls refused, by reason', labelNames: ['reason'], registers: [metrics.registry] });
   addService(server, JwtSvidService, {
     mintJwtSvid(call, callback) {
       const requestId = nextRequestId();
-      const peerCertDer = call.getAuthContext()?.sslPeerCertificate?.raw;
-      const authorization = call.metadata.get('authorization').map((v) => (typeof v === 'string' ? v : v.toString('latin1')));
+      const creds = callerCredentials(call);
       const run = async (): Promise<ReturnType<typeof create<typeof MintJwtSvidResponseSchema>>> => {
-        if (deps.limits && !deps.limits.peer.tryTake(peerAddress(call.getPeer()))) {
-          metrics.rateLimited.inc({ scope: 'peer' });
-          throw new CastellanError('RESOURCE_EXHAUSTED', 'ratelimit.peer', 'too many requests from this address; retry with backoff');
-        }
+        admitPeer(deps, call.getPeer());
         let caller;
         try {
-          caller = await authenticate(deps, { csr: '', validityDurationSec: 0n, authorization, peerCertDer, requestId });
+          caller = await authenticate(deps, creds);
         } catch (e) {
-          metrics.authFailures.inc({ method: peerCertDer ? 'mtls' : 'token' });
+          metrics.authFailures.inc({ method: creds.peerCertDer ? 'mtls' : 'token' });
           throw e instanceof CastellanError ? e : new CastellanError('UNAUTHENTICATED', 'auth.failed', 'authentication failed', { cause: e });
         }
         if (deps.limits && !deps.limits.identity.tryTake(caller.spiffeId)) {

@@ -22,6 +22,7 @@ export interface CaMetrics {
   readonly authorityExpiry: Gauge<'id' | 'state'>;
   readonly keyringRejected: Gauge;
   readonly rateLimited: Counter<'scope'>;
+  readonly jwksKeysRejected: Counter<'reason'>;
   /** Records the expiry (ms since epoch) of the earliest-expiring root and of the signing certificate. */
   setExpiries(rootNotAfterMs: number, signerNotAfterMs: number): void;
 }
@@ -112,6 +113,12 @@ export function createCaMetrics(
       },
     }),
     rateLimited: new Counter({ name: 'castellan_rate_limited', help: 'requests refused with RESOURCE_EXHAUSTED by a rate limit, by scope (peer or identity)', labelNames: ['scope'], registers: [registry] }),
+    jwksKeysRejected: new Counter({
+      name: 'castellan_jwks_keys_rejected',
+      help: 'JWKS keys that will never verify a token (RSA under 2048 bits, use not sig, key_ops without verify, private), counted once per key and reason',
+      labelNames: ['reason'],
+      registers: [registry],
+    }),
     keyringRejected: new Gauge({
       name: 'castellan_keyring_rejected_updates',
       help: 'keyring changes in the keystore that could not be used (the last good keyring was kept): alert on any',

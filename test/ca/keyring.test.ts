@@ -52,16 +52,21 @@ describe('keyring transitions', () => {
     let v = buildView(p.doc, now, 't');
     expect(v.active.id).toBe(A.id);
     expect(v.rootsDer).toHaveLength(2); // B is trusted before it signs
-    expect(v.signerCertsDer).toHaveLength(1); // ...and accepted for nothing yet
+    expect(v.vouchingSignersDer).toHaveLength(1); // ...and vouches for nobody yet
     const a = activate(p.doc, undefined, opts(now + DAY));
     const bundleBefore = v.trustBundlePem;
     v = buildView(a.doc, now + DAY, 't');
     expect(v.active.id).toBe(B.id);
     expect(v.trustBundlePem).toBe(bundleBefore); // activation changes who signs, not what is trusted
     expect(v.records.find((r) => r.id === A.id)!.state).toBe('old');
-    expect(v.signerCertsDer).toHaveLength(2); // A's leaves still renew over mTLS
+    expect(v.vouchingSignersDer).toHaveLength(2); // A's leaves still renew over mTLS
     const t = taint(a.doc, undefined, opts(now + DAY));
-    expect(buildView(t.doc, now + DAY, 't').taintedIds).toEqual([A.id]);
+    const tv = buildView(t.doc, now + DAY, 't');
+    expect(tv.taintedIds).toEqual([A.id]);
+    // R3: tainted, A stays in the bundle (the data plane) but vouches for nobody (the CA)
+    expect(tv.rootsDer).toHaveLength(2);
+    expect(tv.vouchingSignersDer.map((d) => d.toString('base64'))).toEqual([tv.active.certDer.toString('base64')]);
+    expect(tv.taintedSignersDer.map((d) => d.toString('base64'))).toEqual([tv.authorities.get(A.id)!.certDer.toString('base64')]);
     const r = retire(t.doc, undefined, opts(now + DAY));
     v = buildView(r.doc, now + DAY, 't');
     expect(v.rootsDer).toHaveLength(1);
@@ -102,6 +107,30 @@ describe('keyring transitions', () => {
     const C = await rootRecord('prepared', T0);
     expect(code(() => addPrepared(p.doc, C, opts(T0)))).toBe('rotation.already_prepared');
     expect(code(() => addPrepared(base, A, opts(T0)))).toBe('rotation.exists');
+  });
+
+  it('fail/R3 an authority with the same key as a tainted one never signs again, even forced', () => {
+    const a = activate(addPrepared(base, B, opts(T0)).doc, undefined, opts(T0 + 2 * DAY)); // A old, B active
+    const t = taint(a.doc, A.id, opts(T0 + 2 * DAY));
+    // A re-certified with the same key (as a plug-in admin might): prepared under another id
+    const twin: AuthorityRecord = { ...A, id: 'a-twin-with-the-same-key', state: 'prepared', activatedAt: undefined };
+    const p = addPrepared(t.doc, twin, opts(T0 + 2 * DAY));
+    expect(code(() => activate(p.doc, twin.id, opts(T0 + 9 * DAY, true)))).toBe('rotation.tainted_key');
+  });
+
+  it('fail/R3 tainting an old authority whose key the active one shares is refused (the suspect key would go on signing)', () => {
+    const twin: AuthorityRecord = { ...A, id: 'a-twin-with-the-same-key', state: 'prepared', activatedAt: undefined };
+    const a = activate(addPrepared(base, twin, opts(T0)).doc, twin.id, opts(T0 + 2 * DAY)); // A old, twin active
+    expect(code(() => taint(a.doc, A.id, opts(T0 + 2 * DAY, true)))).toBe('rotation.shared_key');
+  });
+
+  it('ok/R3 an old authority sharing a tainted one\'s key stops vouching with it', () => {
+    const twin: AuthorityRecord = { ...A, id: 'a-twin-with-the-same-key', state: 'prepared', activatedAt: undefined };
+    const d1 = activate(addPrepared(base, twin, opts(T0)).doc, twin.id, opts(T0 + 2 * DAY)).doc; // A old, twin active
+    const d2 = activate(addPrepared(d1, B, opts(T0 + 2 * DAY)).doc, B.id, opts(T0 + 4 * DAY)).doc; // A, twin old; B active
+    const v = buildView(taint(d2, A.id, opts(T0 + 4 * DAY)).doc, T0 + 4 * DAY, 't');
+    expect(v.vouchingSignersDer.map((d) => d.toString('base64'))).toEqual([v.active.certDer.toString('base64')]);
+    expect(v.taintedSignersDer).toHaveLength(2);
   });
 
   it('ok/ids may be given as a unique prefix of at least 8 hex digits', () => {

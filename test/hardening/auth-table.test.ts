@@ -264,7 +264,7 @@ describe('C7: a client certificate names a caller only through exactly one struc
     });
     return new Uint8Array(cert.rawData);
   };
-  const trust = () => ({ trustDomain: 'cluster.local', signerCertsDer: [ca.certDer] });
+  const trust = () => ({ trustDomain: 'cluster.local', vouchingSignersDer: [ca.certDer] });
   const refused = (der: Uint8Array): CastellanError => {
     try {
       authenticatePeerCertificate(der, trust(), Date.now());

@@ -9,10 +9,11 @@
  */
 import { constants, generateKeyPairSync, sign, type KeyObject } from 'node:crypto';
 import fc from 'fast-check';
-import { createLocalJWKSet, exportJWK, jwtVerify, SignJWT, type JWK, type JWTVerifyGetKey } from 'jose';
+import { createLocalJWKSet, errors as joseErrors, exportJWK, jwtVerify, SignJWT, type JWK, type JWTVerifyGetKey } from 'jose';
 
 import { beforeAll, describe, expect, it } from 'vitest';
 import { checkClaims, JWT_ALGORITHMS, verifyCompactJws } from '../../src/identity/jws.ts';
+import { usableKeys } from '../../src/identity/jwks.ts';
 
 const ISS = 'https://kubernetes.default.svc.cluster.local';
 const NOW = 1_900_000_000; // seconds
@@ -24,7 +25,12 @@ interface K {
   priv: KeyObject;
 }
 const keys: K[] = [];
+/** jose's view: the published set as it is */
 let jwks: JWTVerifyGetKey;
+/** Castellan's view: the same set through its key source (jwks.ts drops what must never verify) */
+let castellanJwks: JWTVerifyGetKey;
+/** kids of keys that must never verify anything (T10): weak RSA, use/key_ops forbidding it, a curve other than the alg's */
+const NEVER = ['rsa1024', 'pss1024', 'ops-empty', 'ops-sign', 'use-enc', 'p384-as-es256'];
 
 beforeAll(async () => {
   const make = (alg: string, kid: string, kp: { privateKey: KeyObject; publicKey: KeyObject }) => ({ alg, kid, kp });
@@ -35,18 +41,31 @@ beforeAll(async () => {
     make('RS256', 'rsa', generateKeyPairSync('rsa', { modulusLength: 2048 })),
     make('PS256', 'pss', generateKeyPairSync('rsa', { modulusLength: 2048 })),
     make('EdDSA', 'ed', generateKeyPairSync('ed25519')),
+    // security.md T10: keys no token may be verified with
+    make('RS256', 'rsa1024', generateKeyPairSync('rsa', { modulusLength: 1024 })),
+    make('PS256', 'pss1024', generateKeyPairSync('rsa', { modulusLength: 1024 })),
+    make('ES256', 'ops-empty', generateKeyPairSync('ec', { namedCurve: 'P-256' })),
+    make('ES256', 'ops-sign', generateKeyPairSync('ec', { namedCurve: 'P-256' })),
+    make('ES256', 'use-enc', generateKeyPairSync('ec', { namedCurve: 'P-256' })),
+    make('ES256', 'p384-as-es256', generateKeyPairSync('ec', { namedCurve: 'P-384' })),
   ];
   const pub: JWK[] = [];
   for (const s of specs) {
     keys.push({ alg: s.alg, kid: s.kid, priv: s.kp.privateKey });
-    pub.push({ ...(await exportJWK(s.kp.publicKey)), kid: s.kid, alg: s.alg, use: 'sig' });
+    const jwk: JWK = { ...(await exportJWK(s.kp.publicKey)), kid: s.kid, alg: s.alg, use: 'sig' };
+    if (s.kid === 'ops-empty') jwk.key_ops = [];
+    if (s.kid === 'ops-sign') jwk.key_ops = ['sign'];
+    if (s.kid === 'use-enc') jwk.use = 'enc';
+    if (s.kid === 'p384-as-es256') delete jwk.alg; // chosen by curve: P-384 must not serve ES256
+    pub.push(jwk);
   }
   jwks = createLocalJWKSet({ keys: pub });
+  castellanJwks = createLocalJWKSet(usableKeys({ keys: pub }, 'test', () => {}));
 });
 
 async function fast(token: string): Promise<boolean> {
   try {
-    const { payload } = await verifyCompactJws(token, jwks);
+    const { payload } = await verifyCompactJws(token, castellanJwks);
     checkClaims(payload, { issuer: ISS, audiences: ['istio-ca'], now: NOW, toleranceSec: 60 });
     return true;
   } catch {
@@ -54,10 +73,31 @@ async function fast(token: string): Promise<boolean> {
   }
 }
 
+/**
+ * jwtVerify over the published set, handling several matching keys the way
+ * jose documents (try each candidate): a kid-less token matches a weak key
+ * and a strong one alike, and jose itself then refuses the weak one.
+ */
+async function joseVerify(token: string, options: Parameters<typeof jwtVerify>[2]) {
+  try {
+    return await jwtVerify(token, jwks, options);
+  } catch (e) {
+    if (!(e instanceof joseErrors.JWKSMultipleMatchingKeys)) throw e;
+    for await (const key of e as unknown as AsyncIterable<Parameters<typeof jwtVerify>[1]>) {
+      try {
+        return await jwtVerify(token, key, options);
+      } catch {
+        // the next candidate
+      }
+    }
+    throw e;
+  }
+}
+
 /** jose's verdict, with Castellan's deliberate extra rules on top. */
 async function joseReference(token: string): Promise<boolean> {
   try {
-    const { payload, protectedHeader } = await jwtVerify(token, jwks, {
+    const { payload, protectedHeader } = await joseVerify(token, {
       issuer: ISS,
       audience: 'istio-ca',
       algorithms: [...JWT_ALGORITHMS],
@@ -108,7 +148,7 @@ const claims = fc
   .map((c) => Object.fromEntries(Object.entries(c).filter(([, v]) => v !== undefined)));
 
 const header = fc.record({
-  keyIndex: fc.nat({ max: 5 }),
+  keyIndex: fc.nat({ max: 11 }),
   algOverride: fc.oneof({ weight: 8, arbitrary: fc.constant(undefined) }, { weight: 2, arbitrary: fc.constantFrom('ES256', 'ES384', 'RS256', 'PS256', 'EdDSA', 'HS256', 'none', 'RS1', 'es256') }),
   kid: fc.oneof({ weight: 8, arbitrary: fc.constant('right') }, { weight: 2, arbitrary: fc.constantFrom('wrong', 'missing') }),
   extra: fc.oneof(
@@ -172,7 +212,7 @@ describe('hot-path JWT verification agrees with jose', () => {
         if (a) accepted++;
         expect({ token, t, fast: a }).toEqual({ token, t, fast: b });
       }),
-      { seed: SEED, numRuns: 1500, verbose: 1 },
+      { seed: SEED, numRuns: 2500, verbose: 1 },
     );
     // the generator really reaches both verdicts
     expect(accepted).toBeGreaterThan(100);
@@ -185,5 +225,19 @@ describe('hot-path JWT verification agrees with jose', () => {
       .sign(k.priv);
     expect(await fast(token)).toBe(true);
     expect(await joseReference(token)).toBe(true);
+  });
+
+  it.each(NEVER)('fail/T10 a valid token under key %s is refused on both paths', async (kid) => {
+    const k = keys.find((x) => x.kid === kid)!;
+    const token = rawSign(k, { alg: k.alg, kid: k.kid }, { iss: ISS, sub: 'system:serviceaccount:a:b', aud: ['istio-ca'], exp: NOW + 600, iat: NOW, nbf: NOW });
+    expect(await fast(token)).toBe(false);
+    expect(await joseReference(token)).toBe(false);
+  });
+
+  it('fail/T10 a weak RSA key is refused by the signature check itself, not only by the key source', async () => {
+    // jose's own set hands the 1024-bit key over; verifyCompactJws must still refuse it
+    const k = keys.find((x) => x.kid === 'rsa1024')!;
+    const token = rawSign(k, { alg: 'RS256', kid: k.kid }, { iss: ISS, sub: 'system:serviceaccount:a:b', aud: ['istio-ca'], exp: NOW + 600 });
+    await expect(verifyCompactJws(token, jwks)).rejects.toMatchObject({ code: 'auth.token_unknown_key' });
   });
 });

@@ -94,6 +94,8 @@ const failCases: FailCase[] = [
   { name: 'fail/huge-oid-arc', make: () => pem(craftCsr({ key: ecKey(), attrs: extReq(ext('1.2.18446744073709551616', h('0500'))) })), code: 'csr.malformed' },
   { name: 'fail/duplicate-extension', make: () => pem(craftCsr({ key: ecKey(), attrs: extReq(uriSan(ID), uriSan(ID)) })), code: 'csr.malformed' },
   { name: 'fail/two-extension-requests', make: () => pem(craftCsr({ key: ecKey(), attrs: t(0xa0, seq(oid('1.2.840.113549.1.9.14'), t(0x31, seq(uriSan(ID)))), seq(oid('1.2.840.113549.1.9.14'), t(0x31, seq()))) })), code: 'csr.malformed' },
+  { name: 'fail/critical-false-encoded', make: () => pem(craftCsr({ key: ecKey(), attrs: extReq(seq(oid(SAN_OID), h('010100'), t(0x04, seq(t(0x86, Buffer.from(ID)))))) })), code: 'csr.malformed' },
+  { name: 'fail/empty-extension-list', make: () => pem(craftCsr({ key: ecKey(), attrs: extReq() })), code: 'csr.malformed' },
   { name: 'fail/critical-flag-not-der', make: () => pem(craftCsr({ key: ecKey(), attrs: extReq(seq(oid(SAN_OID), h('010101'), t(0x04, seq(t(0x86, Buffer.from(ID)))))) })), code: 'csr.malformed' },
   { name: 'fail/san-trailing-bytes', make: () => pem(craftCsr({ key: ecKey(), attrs: extReq(ext(SAN_OID, Buffer.concat([seq(t(0x86, Buffer.from(ID))), h('00')]))) })), code: 'csr.malformed' },
   { name: 'fail/version-1', make: () => { const k = ecKey(); return pem(craftCsr({ key: k, cri: seq(h('020101'), seq(), publicSpki(k), t(0xa0)) })); }, code: 'csr.malformed' },

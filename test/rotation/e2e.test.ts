@@ -91,7 +91,7 @@ describe('rotation end to end (real processes, real TLS, admin CLI)', () => {
     const caDir = join(tmp.path, 'ca');
     let address = '';
     start(
-      ['server', '--data-dir', caDir, '--grpc-listen', '127.0.0.1:0', '--http-listen', 'off', '--jwks-file', issuer.jwksPath, '--jwt-issuer', issuer.issuer, '--propagation-time', '3s', '--manual-rotation', '--default-ttl', '20s', '--log-level', 'info'],
+      ['server', '--data-dir', caDir, '--grpc-listen', '127.0.0.1:0', '--http-listen', 'off', '--jwks-file', issuer.jwksPath, '--jwt-issuer', issuer.issuer, '--propagation-time', '8s', '--manual-rotation', '--default-ttl', '20s', '--log-level', 'info'],
       (j) => {
         if (j.event === 'server.listening') address = j.grpc as string;
       },
@@ -185,6 +185,7 @@ describe('rotation end to end (real processes, real TLS, admin CLI)', () => {
     const oldId = (JSON.parse(status0.stdout) as { authorities: { id: string; state: string }[] }).authorities.find((a) => a.state === 'active')!.id;
 
     const prep = await ca(['prepare']);
+    const preparedAt = Date.now();
     expect(prep.code, prep.stderr).toBe(0);
     expect(prep.stdout).toMatch(/PREPARED/);
     expect(bundleSize()).toBe(2);
@@ -194,7 +195,8 @@ describe('rotation end to end (real processes, real TLS, admin CLI)', () => {
     expect(early.stderr).toMatch(/propagation time.*--force/);
     // both agents' workloads trust the new root before anything is signed by it
     await until('the new bundle at both workloads', () => [fe, be].every((d) => (readFileSync(join(d, 'root-cert.pem'), 'utf8').match(/BEGIN CERTIFICATE/g) ?? []).length === 2));
-    await sleep(3000);
+    // the propagation time (8 s: long enough that a CLI start on a loaded machine stays within it)
+    await sleep(Math.max(0, preparedAt + 8500 - Date.now()));
     const act = await ca(['activate']);
     expect(act.code, act.stderr).toBe(0);
     expect(act.stdout).toMatch(/ACTIVE/);

@@ -39,7 +39,7 @@ function deps(over: Partial<CaServiceDeps> = {}) {
   const signer = new FakeSigner();
   const auth = new FakeTokenAuth();
   const authority = { id: 'issuer-1', chainPem: ['INTER'], trustBundlePem: 'ROOTS', certDer: Buffer.alloc(0) } as unknown as SigningAuthority;
-  const view = { active: authority, authorities: new Map([['issuer-1', authority]]), trustBundlePem: 'ROOTS', signerCertsDer: [authority.certDer] } as unknown as KeyringView;
+  const view = { active: authority, authorities: new Map([['issuer-1', authority]]), trustBundlePem: 'ROOTS', vouchingSignersDer: [authority.certDer], taintedSignersDer: [] } as unknown as KeyringView;
   const d: CaServiceDeps = {
     trustDomain: 'td',
     defaultTtlMs: 24 * H,

@@ -77,7 +77,7 @@ describe('rate limits in CreateCertificate', () => {
       trustDomain: 'td',
       defaultTtlMs: 3600_000,
       maxTtlMs: 3600_000,
-      view: () => ({ active: authority, authorities: new Map([['i', authority]]), trustBundlePem: 'ROOTS', signerCertsDer: [] }) as unknown as KeyringView,
+      view: () => ({ active: authority, authorities: new Map([['i', authority]]), trustBundlePem: 'ROOTS', vouchingSignersDer: [], taintedSignersDer: [] }) as unknown as KeyringView,
       signer: { issue: async () => ({ certPem: 'LEAF', certDer: new Uint8Array(), serialHex: '01', notBefore: 0, notAfter: 1, issuerId: 'i' }) },
       tokenAuth: auth,
       clock,

@@ -33,13 +33,12 @@ export interface BatchSignerOptions {
    * Nice value of the worker threads (Linux: per thread, raising it needs no
    * privilege). At 0 a worker woken by postMessage often preempts the main
    * thread on its own core, which then waits out the signing in the middle of
-   * its turn (measured at 800 calls/s: 27 % more main-thread busy time, most of
-   * it inside postMessage). > 0 avoids that, and lets the main thread
-   * (accepting calls, authenticating) and the probes' thread go first when
-   * the cores are saturated. But the workers then yield to every other
-   * process on the machine as well: with a load generator on the same two
-   * cores, one bench/grpc-e2e run at nice 10 had a p99 of 81 ms at half of
-   * peak, where the runs at 0 before it had 24-30 ms. Default 0.
+   * its turn (more main-thread busy time, most of it inside postMessage).
+   * > 0 avoids that, and lets the main thread (accepting calls,
+   * authenticating) and the probes' thread go first when the cores are
+   * saturated. But the workers then yield to every other process on the
+   * machine as well, a load generator on the same cores included, and the
+   * tail got worse in a bench/grpc-e2e run (docs/performance.md). Default 0.
    */
   nice?: number;
   /** Observer called once per settled batch (metrics, tests). Must not throw. */

@@ -23,6 +23,7 @@ import { helpText, parseCommand, parseDuration, type FlagSpec, type FlagValues }
 import { createClient, type GrpcClient } from '../grpc/service.ts';
 import { derToPem } from '../ca/pem.ts';
 import { ensurePrivateDir, writeFilesAtomic } from '../platform/files.ts';
+import { splitDer } from '../workload/der.ts';
 
 export const WORKLOAD_FLAGS: FlagSpec[] = [
   { name: 'socket', type: 'string', arg: 'PATH', help: 'the Workload API socket (default: $SPIFFE_ENDPOINT_SOCKET)' },
@@ -51,29 +52,6 @@ class UsageError extends Error {}
 type Client = GrpcClient<(typeof SpiffeWorkloadAPI)['method']>;
 
 const iso = (ms: number): string => new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z');
-
-/** Concatenated DER certificates, split (each a SEQUENCE with a definite length). */
-export function splitDer(blob: Uint8Array): Buffer[] {
-  const out: Buffer[] = [];
-  const b = Buffer.from(blob);
-  let i = 0;
-  while (i < b.length) {
-    if (b[i] !== 0x30 || i + 2 > b.length) throw new Error('not a sequence of DER certificates');
-    const first = b[i + 1]!;
-    let len = first;
-    let hdr = 2;
-    if (first & 0x80) {
-      const n = first & 0x7f;
-      if (n === 0 || n > 4 || i + 2 + n > b.length) throw new Error('bad DER length');
-      len = b.readUIntBE(i + 2, n);
-      hdr = 2 + n;
-    }
-    if (i + hdr + len > b.length) throw new Error('truncated DER certificate');
-    out.push(b.subarray(i, i + hdr + len));
-    i += hdr + len;
-  }
-  return out;
-}
 
 function certSummary(der: Buffer): { subject: string; notBefore: string; notAfter: string } {
   const c = new X509Certificate(der);

@@ -236,10 +236,12 @@ export async function startWorkloadServer(o: WorkloadServerOptions): Promise<Wor
       if (audiences.length === 0 || audiences.some((a) => a === '')) {
         throw new CastellanError('INVALID_ARGUMENT', 'workload.audience', 'audience is required: one or more non-empty values');
       }
+      // Refused before anything is minted, when the identity is already known.
+      const own = x509.issued?.spiffeId;
+      const notEntitled = (id: string): CastellanError => new CastellanError('PERMISSION_DENIED', 'workload.not_entitled', `this workload is not entitled to ${req.spiffeId.slice(0, 256)}; it is ${id}`);
+      if (req.spiffeId !== '' && own !== undefined && req.spiffeId !== own) throw notEntitled(own);
       const svid = await jwt.fetch(audiences);
-      if (req.spiffeId !== '' && req.spiffeId !== svid.spiffeId) {
-        throw new CastellanError('PERMISSION_DENIED', 'workload.not_entitled', `this workload is not entitled to ${req.spiffeId.slice(0, 256)}; it is ${svid.spiffeId}`);
-      }
+      if (req.spiffeId !== '' && req.spiffeId !== svid.spiffeId) throw notEntitled(svid.spiffeId);
       metrics?.jwtFetched.inc();
       return create(JWTSVIDResponseSchema, { svids: [create(JWTSVIDSchema, { spiffeId: svid.spiffeId, svid: svid.token })] });
     }),

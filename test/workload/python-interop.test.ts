@@ -160,5 +160,13 @@ describeWith([peers.pythonGrpc, peers.pyjwt, peers.openssl, peers.pyCryptography
 
     // After taint: a token minted before the taint still validates; one signed with the tainted key now does not.
     expect(steps.tainted).toMatchObject({ old_token: 'OK', forged: 'INVALID_ARGUMENT' });
+
+    // What the agent's /metrics says about it.
+    const text = await agent.metrics.registry.metrics();
+    expect(text).toMatch(/castellan_workload_api_calls\{method="FetchX509SVID",code="INVALID_ARGUMENT"\} 2/);
+    expect(text).toMatch(/castellan_workload_api_calls\{method="ValidateJWTSVID",code="OK"\} \d/);
+    expect(text).toMatch(/castellan_workload_api_streams\{method="FetchX509SVID"\} 0/);
+    expect(text).toMatch(/castellan_workload_jwt_svids_minted 1\n/);
+    expect(text).toMatch(/num_outgoing_requests\{request_type="jwt"\} 1/);
   }, 60_000);
 });

@@ -6,13 +6,14 @@ import { helpText, parseCommand } from '../config/flags.ts';
 import { CastellanError } from '../platform/errors.ts';
 import { createLogger } from '../platform/logger.ts';
 import { installProcessGuard } from './guard.ts';
+import { withIstioEnvAliases } from '../identity/impersonation.ts';
 import { startCaServer } from '../server/ca-server.ts';
 import { resolveServerConfig, SERVER_FLAGS } from '../server/config.ts';
 
 export async function run(argv: string[]): Promise<number> {
   let config;
   try {
-    const parsed = parseCommand('server', argv, SERVER_FLAGS);
+    const parsed = parseCommand('server', argv, SERVER_FLAGS, { env: withIstioEnvAliases(process.env) });
     if (parsed.values.help) {
       process.stdout.write(helpText('server', '[flags]', SERVER_FLAGS));
       return 0;

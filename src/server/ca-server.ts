@@ -28,6 +28,7 @@ import { BatchSigner } from '../ca/signer/index.ts';
 import { createTokenAuthenticator } from '../identity/index.ts';
 import type { TokenAuthenticator } from '../identity/types.ts';
 import { JwtKeyManager } from '../ca/jwt-manager.ts';
+import { startNodeAuthorization } from './node-auth.ts';
 import { startAdminServer, type AdminServer } from './admin.ts';
 import { addJwtSvidService, jwtBundleFields } from './jwt-service.ts';
 import type { CaServiceDeps } from './ca-service.ts';
@@ -153,7 +154,10 @@ export async function startCaServer(config: ServerConfig, deps: CaServerDeps = {
   const setExpiries = (v: KeyringView): void => metrics.setExpiries(Math.min(...v.rootsDer.map((d) => certInfo(d).notAfter)), v.active.notAfter);
   setExpiries(first);
 
+  const nodeAuth = await startNodeAuthorization(config, { registry: metrics.registry, clock, logger });
+
   const serviceDeps: CaServiceDeps = {
+    nodeAuth,
     limits: {
       peer: new KeyedRateLimiter({ ratePerSec: config.rateLimits.perPeer, clock }),
       identity: new KeyedRateLimiter({ ratePerSec: config.rateLimits.perIdentity, clock }),
@@ -187,7 +191,7 @@ export async function startCaServer(config: ServerConfig, deps: CaServerDeps = {
     : `${config.grpcListen.slice(0, config.grpcListen.lastIndexOf(':'))}:${port}`;
   let ready = true;
   let ops: OpsServer | undefined;
-  if (config.httpListen) ops = await startOpsServer(config.httpListen, { registry: metrics.registry, ready: () => ready, logger });
+  if (config.httpListen) ops = await startOpsServer(config.httpListen, { registry: metrics.registry, ready: () => ready && (nodeAuth.pods?.synced ?? true), logger });
   let admin: AdminServer;
   try {
     admin = await startAdminServer({
@@ -202,6 +206,7 @@ export async function startCaServer(config: ServerConfig, deps: CaServerDeps = {
     });
   } catch (e) {
     server.forceShutdown();
+    nodeAuth.pods?.stop();
     await ops?.close();
     await signer.close();
     await jwtKeys?.close();
@@ -234,6 +239,7 @@ export async function startCaServer(config: ServerConfig, deps: CaServerDeps = {
         await shutdownServer(server, config.shutdownGraceMs);
         await signer.close();
         tokenAuth?.close();
+        nodeAuth.pods?.stop();
         await ops?.close();
         await jwtKeys?.close();
         await manager.close();

@@ -16,6 +16,7 @@ import { checkCsrShape } from '../pki/csr.ts';
 import type { KeyringView } from '../ca/keyring.ts';
 import { authenticatePeerCertificate } from '../identity/mtls.ts';
 import type { Caller, TokenAuthenticator } from '../identity/types.ts';
+import type { Impersonation, ImpersonationMetrics, NodeAuthorizer } from '../identity/impersonation.ts';
 import type { CaMetrics } from './metrics.ts';
 import { peerAddress, type KeyedRateLimiter } from './ratelimit.ts';
 
@@ -33,6 +34,8 @@ export interface CaServiceDeps {
   /** per-peer (before authentication) and per-identity (after) issuance limits */
   limits?: { peer: KeyedRateLimiter; identity: KeyedRateLimiter };
   tokenAuth?: TokenAuthenticator;
+  /** ImpersonatedIdentity for trusted node accounts (src/identity/impersonation.ts); absent: refused */
+  nodeAuth?: { authorizer: NodeAuthorizer; metrics: ImpersonationMetrics };
   clock: Clock;
   logger: Logger;
   metrics: CaMetrics;
@@ -129,6 +132,18 @@ function refusalOfShape(csr: string): CastellanError | undefined {
   }
 }
 
+/**
+ * The identity asked for in `ImpersonatedIdentity`, once node authorization
+ * allowed it; undefined when the caller asks for none or for its own.
+ * Without node authorization, any other identity is refused (as before).
+ */
+function impersonationOf(deps: CaServiceDeps, caller: Caller, input: CertificateRequestInput): Impersonation | undefined {
+  const requested = input.metadata?.ImpersonatedIdentity;
+  if (requested === undefined || requested === caller.spiffeId) return undefined;
+  if (!deps.nodeAuth) throw new CastellanError('PERMISSION_DENIED', 'auth.impersonation', 'ImpersonatedIdentity is not permitted for this caller');
+  return deps.nodeAuth.authorizer.authorize(caller, requested, input.requestId);
+}
+
 export async function createCertificate(deps: CaServiceDeps, input: CertificateRequestInput): Promise<CertificateResponse> {
   const { metrics, logger } = deps;
   metrics.csrCount.inc();
@@ -141,13 +156,12 @@ export async function createCertificate(deps: CaServiceDeps, input: CertificateR
     metrics.authFailures.inc({ method: input.peerCertDer ? 'mtls' : 'token' });
     throw err;
   }
-  if (deps.limits && !deps.limits.identity.tryTake(caller.spiffeId)) {
+  const impersonation = impersonationOf(deps, caller, input);
+  const subject = impersonation?.spiffeId ?? caller.spiffeId;
+  // Per (caller, identity issued): a node agent gets a budget per workload identity on its node.
+  if (deps.limits && !deps.limits.identity.tryTake(impersonation ? `${caller.spiffeId} as ${subject}` : subject)) {
     metrics.rateLimited.inc({ scope: 'identity' });
     throw new CastellanError('RESOURCE_EXHAUSTED', 'ratelimit.identity', 'too many certificate requests for this identity; retry with backoff');
-  }
-  const impersonated = input.metadata?.ImpersonatedIdentity;
-  if (impersonated !== undefined && impersonated !== caller.spiffeId) {
-    throw new CastellanError('PERMISSION_DENIED', 'auth.impersonation', 'ImpersonatedIdentity is not permitted for this caller');
   }
   const ttlMs = requestedTtlMs(deps, input.validityDurationSec);
   if (typeof input.csr !== 'string' || input.csr.length === 0) {
@@ -156,7 +170,7 @@ export async function createCertificate(deps: CaServiceDeps, input: CertificateR
   }
   let issued: IssueResult;
   try {
-    issued = await deps.signer.issue({ csrPem: input.csr, spiffeId: caller.spiffeId, ttlMs, now: deps.clock.now() });
+    issued = await deps.signer.issue({ csrPem: input.csr, spiffeId: subject, ttlMs, now: deps.clock.now() });
   } catch (thrown) {
     const e = thrown instanceof CastellanError && thrown.code === 'signer.queue_full' ? (refusalOfShape(input.csr) ?? thrown) : thrown;
     if (e instanceof CastellanError) {
@@ -173,8 +187,16 @@ export async function createCertificate(deps: CaServiceDeps, input: CertificateR
   if (!authority) throw new CastellanError('UNAVAILABLE', 'issuer.retired', 'the signing authority changed while this request was signed; retry');
   deps.onIssued?.(issued.issuerId, issued.notAfter);
   metrics.issued.inc();
+  if (impersonation) {
+    deps.nodeAuth!.metrics.issued.inc({ caller: impersonation.nodeAccount });
+    // The audit line of an impersonated issuance: who asked, from which node, for whom, which certificate.
+    logger.info(
+      { event: 'ca.impersonated_issued', requestId: input.requestId, caller: caller.spiffeId, pod: caller.pod?.name, node: impersonation.node, spiffeId: subject, serial: issued.serialHex, notAfter: new Date(issued.notAfter).toISOString() },
+      'issued certificate to a node agent for a workload on its node',
+    );
+  }
   // No child logger per request: pino re-runs redaction on a child's bindings (measurable on the hot path).
-  if (logger.isLevelEnabled('info')) {
+  else if (logger.isLevelEnabled('info')) {
     logger.info(
       { event: 'ca.issued', requestId: input.requestId, spiffeId: caller.spiffeId, auth: caller.method, serial: issued.serialHex, notAfter: new Date(issued.notAfter).toISOString(), issuer: issued.issuerId },
       'issued certificate',

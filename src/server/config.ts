@@ -9,6 +9,7 @@ import { parseDuration, type FlagSpec, type FlagValues } from '../config/flags.t
 import { validateTrustDomain } from '../spiffe/id.ts';
 import { CA_KEY_TYPES, type CaKeyType } from '../ca/keys.ts';
 import { JWT_SERVER_FLAGS, resolveJwtSvidConfig, type JwtSvidConfig } from './jwt-service.ts';
+import { parseTrustedNodeAccounts, type NodeAccount } from '../identity/impersonation.ts';
 
 export interface ServerConfig {
   dataDir: string;
@@ -52,6 +53,10 @@ export interface ServerConfig {
   rateLimits: { perPeer: number; perIdentity: number };
   /** JWT-SVID minting (src/server/jwt-service.ts); null with --no-jwt-svid */
   jwt: JwtSvidConfig | null;
+  /** service accounts (node agents such as ztunnel) allowed ImpersonatedIdentity for pods on their node; [] = off */
+  trustedNodeAccounts: NodeAccount[];
+  /** --kubeconfig (pods for node authorization; TokenReview and the keystore carry their own copy) */
+  kubeconfig?: string;
 }
 
 export const SERVER_FLAGS: FlagSpec[] = [
@@ -72,7 +77,7 @@ export const SERVER_FLAGS: FlagSpec[] = [
   { name: 'jwt-issuer', type: 'string', arg: 'ISS', help: 'required "iss" of service-account JWTs' },
   { name: 'token-audience', type: 'string', multiple: true, arg: 'AUD', default: ['istio-ca'], help: 'accepted token audience' },
   { name: 'token-review', type: 'boolean', default: false, help: 'authenticate tokens with the Kubernetes TokenReview API (cached)' },
-  { name: 'kubeconfig', type: 'string', arg: 'PATH', help: 'kubeconfig for TokenReview (default: $KUBECONFIG, then in-cluster)' },
+  { name: 'kubeconfig', type: 'string', arg: 'PATH', help: 'kubeconfig for TokenReview, the Kubernetes keystore and the pod cache (default: $KUBECONFIG, then in-cluster)' },
   { name: 'signer-workers', type: 'string', arg: 'N', default: 'auto', help: 'signing worker threads ("auto" = one per core, 0 = sign on the main thread)' },
   { name: 'signer-nice', type: 'string', arg: 'N', default: '0', help: 'nice value of the signing threads (0-19): above 0, accepting and authenticating calls go first when the cores are shared and saturated' },
   { name: 'batch-max-size', type: 'string', arg: 'N', default: '64', help: 'most CSRs signed in one batch' },
@@ -89,7 +94,8 @@ export const SERVER_FLAGS: FlagSpec[] = [
   { name: 'admin-socket', type: 'string', arg: 'PATH', help: 'Unix socket (0600) of the admin API used by "castellan ca" (default: <data-dir>/admin.sock)' },
   { name: 'propagation-time', type: 'string', arg: 'DUR', default: '15m', help: 'how long a prepared authority must be in the trust bundle before it may be activated' },
   { name: 'rate-limit-per-peer', type: 'string', arg: 'N', default: '500', help: 'CreateCertificate calls per second from one client address, before authentication (0 = unlimited; 0 behind an L7 proxy)' },
-  { name: 'rate-limit-per-identity', type: 'string', arg: 'N', default: '100', help: 'CreateCertificate calls per second for one SPIFFE ID (0 = unlimited)' },
+  { name: 'rate-limit-per-identity', type: 'string', arg: 'N', default: '100', help: 'CreateCertificate calls per second for one SPIFFE ID; a node agent has this budget per (node agent, workload identity) (0 = unlimited)' },
+  { name: 'trusted-node-accounts', type: 'string', multiple: true, arg: 'NS/SA', default: [], help: 'node agents (e.g. istio-system/ztunnel) that may request certificates for pods on their own node (ImpersonatedIdentity; also read from CA_TRUSTED_NODE_ACCOUNTS); needs token authentication and pods get/list/watch' },
   { name: 'manual-rotation', type: 'boolean', default: false, help: 'do not rotate self-signed roots automatically (prepare/activate/retire only by "castellan ca")' },
   ...JWT_SERVER_FLAGS,
 ];
@@ -196,7 +202,17 @@ export function resolveServerConfig(v: FlagValues): ServerConfig {
     autoRotate: v['manual-rotation'] !== true,
     rateLimits: { perPeer: int(s('rate-limit-per-peer')!, 'rate-limit-per-peer', 0, 1_000_000), perIdentity: int(s('rate-limit-per-identity')!, 'rate-limit-per-identity', 0, 1_000_000) },
     jwt: resolveJwtSvidConfig(v),
+    trustedNodeAccounts: [],
+    kubeconfig: s('kubeconfig'),
   };
+  try {
+    cfg.trustedNodeAccounts = parseTrustedNodeAccounts(list('trusted-node-accounts'));
+  } catch (e) {
+    throw invalid((e as Error).message);
+  }
+  if (cfg.trustedNodeAccounts.length > 0 && !cfg.auth.jwt && !cfg.auth.tokenReview) {
+    throw invalid('--trusted-node-accounts needs token authentication (--token-review, --jwks-file, --jwks-uri or --oidc-issuer): node agents are identified by their pod-bound token');
+  }
   const ks = s('keystore')!;
   if (ks === 'kubernetes') {
     const secret = nsName(s('ca-secret')!, 'ca-secret');

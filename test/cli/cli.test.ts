@@ -65,6 +65,8 @@ describe('castellan CLI', () => {
     ['bad duration', ['server', '--default-ttl', 'soon'], /--default-ttl/],
     ['default TTL above the maximum', ['server', '--default-ttl', '100d'], /default-ttl/],
     ['bad key type', ['server', '--ca-key-type', 'dsa-1024'], /ca-key-type/],
+    ['a trusted node account that is not NS/SA', ['server', '--token-review', '--trusted-node-accounts', 'ztunnel'], /"ztunnel" is not NAMESPACE\/SERVICEACCOUNT/],
+    ['trusted node accounts without token authentication', ['server', '--trusted-node-accounts', 'istio-system/ztunnel'], /needs token authentication/],
     ['agent without --ca-root-cert', ['agent'], /--ca-root-cert is required/],
     ['agent with a bad grace ratio', ['agent', '--ca-root-cert', 'x.pem', '--grace-ratio', '1.5'], /--grace-ratio/],
   ];
@@ -73,6 +75,12 @@ describe('castellan CLI', () => {
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(msg);
     expect(r.stderr).not.toMatch(/at .*\.ts:\d+/); // a message, not a stack trace
+  });
+
+  it("fail/Istio's CA_TRUSTED_NODE_ACCOUNTS disagreeing with CASTELLAN_TRUSTED_NODE_ACCOUNTS: exit 2", async () => {
+    const r = await castellan(['server', '--token-review'], { env: { CA_TRUSTED_NODE_ACCOUNTS: 'istio-system/ztunnel', CASTELLAN_TRUSTED_NODE_ACCOUNTS: 'kube-system/agent' } });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/both set, to different values/);
   });
 
   it('fail/unknown key in the config file: exit 2 naming the file and the key', async () => {

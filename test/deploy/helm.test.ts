@@ -1,7 +1,8 @@
 /**
  * The Helm chart renders the same objects as the kustomize directories:
  * default values = deploy/kubernetes/base, pluginCA.secretName=cacerts =
- * overlays/plugin-ca, policyWatch.enabled = overlays/policy-watch.
+ * overlays/plugin-ca, policyWatch.enabled = overlays/policy-watch,
+ * ambient.trustedNodeAccounts=[istio-system/ztunnel] = overlays/ambient.
  *
  * Renderer: no helm binary can be installed here (neither the npm registry
  * nor Debian ships one), so helm-render/main.go renders the chart with Go's
@@ -37,6 +38,12 @@ describe('Helm chart', () => {
 
   it('with policyWatch.enabled renders exactly overlays/policy-watch', () => {
     sameObjects(renderChart({ policyWatch: { enabled: true } }), kustomizeBuild(join(DEPLOY, 'kubernetes/overlays/policy-watch')));
+  });
+
+  it('with ambient.trustedNodeAccounts=[istio-system/ztunnel] renders exactly overlays/ambient', () => {
+    sameObjects(renderChart({ ambient: { trustedNodeAccounts: ['istio-system/ztunnel'] } }), kustomizeBuild(join(DEPLOY, 'kubernetes/overlays/ambient')));
+    const args = renderChart({ ambient: { trustedNodeAccounts: ['istio-system/ztunnel', 'kube-system/node-agent'] } }).find((o) => o.kind === 'Deployment')!.spec.template.spec.containers[0].args as string[];
+    expect(args.filter((a) => a.startsWith('--trusted-node-accounts'))).toEqual(['--trusted-node-accounts=istio-system/ztunnel', '--trusted-node-accounts=kube-system/node-agent']);
   });
 
   it('carries the values into the config file and the Deployment', () => {
@@ -96,6 +103,7 @@ describe('Helm chart', () => {
     const files = renderChartFiles();
     expect(Object.keys(files)).not.toContain('castellan/templates/NOTES.txt');
     expect(files['castellan/templates/rbac-policy-watch.yaml']!.trim()).toBe('');
+    expect(files['castellan/templates/rbac-ambient.yaml']!.trim()).toBe('');
   });
 
   describe('the renderer itself', () => {

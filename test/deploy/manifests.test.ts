@@ -16,7 +16,7 @@ import { DEPLOY, idOf, kustomizeBuild, podSpecs, readDocs, renderChart, schemaPr
 function isManifestFile(path: string): boolean {
   const rel = relative(DEPLOY, path);
   if (/(^|\/)kustomization\.ya?ml$/.test(rel)) return false;
-  if (rel === 'kubernetes/overlays/plugin-ca/deployment-patch.yaml') return false;
+  if (rel === 'kubernetes/overlays/plugin-ca/deployment-patch.yaml' || rel === 'kubernetes/components/ambient/deployment-patch.yaml') return false;
   return true;
 }
 
@@ -24,12 +24,14 @@ const builds: [string, () => Obj[]][] = [
   ['kustomize base', () => kustomizeBuild(join(DEPLOY, 'kubernetes/base'))],
   ['kustomize overlays/plugin-ca', () => kustomizeBuild(join(DEPLOY, 'kubernetes/overlays/plugin-ca'))],
   ['kustomize overlays/policy-watch', () => kustomizeBuild(join(DEPLOY, 'kubernetes/overlays/policy-watch'))],
+  ['kustomize overlays/ambient', () => kustomizeBuild(join(DEPLOY, 'kubernetes/overlays/ambient'))],
   ['kustomize deploy/agent', () => kustomizeBuild(join(DEPLOY, 'agent'))],
   ['helm defaults', () => renderChart()],
   ['helm every option', () =>
     renderChart({
       pluginCA: { secretName: 'cacerts' },
       policyWatch: { enabled: true },
+      ambient: { trustedNodeAccounts: ['istio-system/ztunnel'] },
       auth: { oidcIssuer: 'https://kubernetes.default.svc.cluster.local' },
       trustBundle: { publish: false, namespaces: 'mesh=on' },
       nodeSelector: { 'kubernetes.io/os': 'linux' },
@@ -44,7 +46,7 @@ describe('Kubernetes schemas', () => {
 
   it('finds the manifests', () => {
     expect(files.map((f) => relative(DEPLOY, f))).toEqual(
-      expect.arrayContaining(['kubernetes/base/deployment.yaml', 'kubernetes/base/rbac.yaml', 'kubernetes/components/policy-watch/rbac.yaml', 'agent/sidecar.yaml', 'agent/node-daemon.yaml']),
+      expect.arrayContaining(['kubernetes/base/deployment.yaml', 'kubernetes/base/rbac.yaml', 'kubernetes/components/policy-watch/rbac.yaml', 'kubernetes/components/ambient/rbac.yaml', 'agent/sidecar.yaml', 'agent/node-daemon.yaml']),
     );
   });
 

@@ -17,10 +17,12 @@ interface Allowed {
   verbs: string[];
   /** When set, rules must be limited to (a subset of) these names. */
   resourceNames?: string[];
-  /** Only in the optional policy-watch component / policyWatch.enabled. */
-  policyWatch?: true;
+  /** Only in an optional component: policy-watch (policyWatch.enabled) or ambient (ambient.trustedNodeAccounts). */
+  optional?: Optional;
   why: string;
 }
+
+type Optional = 'policyWatch' | 'ambient';
 
 const NS = 'castellan-system';
 const SA = 'castellan';
@@ -35,11 +37,12 @@ const ALLOWED: Allowed[] = [
   { kind: 'ClusterRole', apiGroup: '', resource: 'configmaps', verbs: ['get', 'create'], why: 'trust bundle in every namespace (--publish-trust-bundle)' },
   { kind: 'ClusterRole', apiGroup: '', resource: 'configmaps', verbs: ['update'], resourceNames: ['istio-ca-root-cert'], why: 'refresh the trust bundle only' },
   { kind: 'ClusterRole', apiGroup: '', resource: 'namespaces', verbs: ['list', 'watch'], why: 'publish into new namespaces (--trust-bundle-namespaces)' },
-  { kind: 'ClusterRole', apiGroup: 'security.istio.io', resource: 'authorizationpolicies', verbs: ['get', 'list', 'watch'], policyWatch: true, why: 'policy watch (optional)' },
+  { kind: 'ClusterRole', apiGroup: 'security.istio.io', resource: 'authorizationpolicies', verbs: ['get', 'list', 'watch'], optional: 'policyWatch', why: 'policy watch (optional)' },
+  { kind: 'ClusterRole', apiGroup: '', resource: 'pods', verbs: ['get', 'list', 'watch'], optional: 'ambient', why: 'node authorization of ztunnel (--trusted-node-accounts, optional)' },
 ];
 
-/** Problems of the RBAC objects of one build; `policyWatch` says whether that entry may appear. */
-function rbacProblems(objs: Obj[], policyWatch: boolean): string[] {
+/** Problems of the RBAC objects of one build; `optionals` says which optional entries may appear. */
+function rbacProblems(objs: Obj[], optionals: Optional[] = []): string[] {
   const problems: string[] = [];
   const roles = objs.filter((o) => o.kind === 'Role' || o.kind === 'ClusterRole');
   const defined = new Set(roles.map((r) => `${r.kind}/${r.metadata.name}`));
@@ -65,7 +68,7 @@ function rbacProblems(objs: Obj[], policyWatch: boolean): string[] {
                 a.apiGroup === g &&
                 a.resource === r &&
                 a.verbs.includes(v) &&
-                (policyWatch || !a.policyWatch) &&
+                (!a.optional || optionals.includes(a.optional)) &&
                 (!a.resourceNames || (names !== undefined && names.length > 0 && names.every((n) => a.resourceNames!.includes(n)))),
             );
             if (!ok) problems.push(`${where}: ${v} ${g || 'core'}/${r}${names ? ` [${names.join(',')}]` : ''} is not in the allow-list for a ${role.kind}`);
@@ -100,26 +103,40 @@ function rulesUsed(objs: Obj[]): Set<Allowed> {
   return used;
 }
 
-const builds: [string, () => Obj[], boolean][] = [
-  ['kustomize base', () => kustomizeBuild(join(DEPLOY, 'kubernetes/base')), false],
-  ['kustomize overlays/plugin-ca', () => kustomizeBuild(join(DEPLOY, 'kubernetes/overlays/plugin-ca')), false],
-  ['kustomize overlays/policy-watch', () => kustomizeBuild(join(DEPLOY, 'kubernetes/overlays/policy-watch')), true],
-  ['helm defaults', () => renderChart(), false],
-  ['helm policyWatch.enabled', () => renderChart({ policyWatch: { enabled: true } }), true],
-  ['helm pluginCA', () => renderChart({ pluginCA: { secretName: 'cacerts' } }), false],
+const builds: [string, () => Obj[], Optional[]][] = [
+  ['kustomize base', () => kustomizeBuild(join(DEPLOY, 'kubernetes/base')), []],
+  ['kustomize overlays/plugin-ca', () => kustomizeBuild(join(DEPLOY, 'kubernetes/overlays/plugin-ca')), []],
+  ['kustomize overlays/policy-watch', () => kustomizeBuild(join(DEPLOY, 'kubernetes/overlays/policy-watch')), ['policyWatch']],
+  ['kustomize overlays/ambient', () => kustomizeBuild(join(DEPLOY, 'kubernetes/overlays/ambient')), ['ambient']],
+  ['helm defaults', () => renderChart(), []],
+  ['helm policyWatch.enabled', () => renderChart({ policyWatch: { enabled: true } }), ['policyWatch']],
+  ['helm ambient.trustedNodeAccounts', () => renderChart({ ambient: { trustedNodeAccounts: ['istio-system/ztunnel'] } }), ['ambient']],
+  ['helm pluginCA', () => renderChart({ pluginCA: { secretName: 'cacerts' } }), []],
 ];
 
 describe('RBAC', () => {
-  it.each(builds)('%s grants nothing beyond the allow-list', (_name, build, policyWatch) => {
-    expect(rbacProblems(build(), policyWatch)).toEqual([]);
+  it.each(builds)('%s grants nothing beyond the allow-list', (_name, build, optionals) => {
+    expect(rbacProblems(build(), optionals)).toEqual([]);
   });
 
   it('the base uses every non-optional entry, and AuthorizationPolicy access only comes with the policy-watch component', () => {
     const base = kustomizeBuild(join(DEPLOY, 'kubernetes/base'));
-    expect([...rulesUsed(base)].map((a) => a.why).sort()).toEqual(ALLOWED.filter((a) => !a.policyWatch).map((a) => a.why).sort());
-    expect(rbacProblems(kustomizeBuild(join(DEPLOY, 'kubernetes/overlays/policy-watch')), false).join('\n')).toMatch(/authorizationpolicies/);
+    expect([...rulesUsed(base)].map((a) => a.why).sort()).toEqual(ALLOWED.filter((a) => !a.optional).map((a) => a.why).sort());
+    expect(rbacProblems(kustomizeBuild(join(DEPLOY, 'kubernetes/overlays/policy-watch'))).join('\n')).toMatch(/authorizationpolicies/);
     const component = readDocs(join(DEPLOY, 'kubernetes/components/policy-watch/rbac.yaml'));
     expect(rulesUsed(component).size).toBe(1);
+  });
+
+  it('pod access (get/list/watch, nothing more) only comes with the ambient component or ambient.trustedNodeAccounts', () => {
+    for (const objs of [kustomizeBuild(join(DEPLOY, 'kubernetes/overlays/ambient')), renderChart({ ambient: { trustedNodeAccounts: ['istio-system/ztunnel'] } })]) {
+      expect(rbacProblems(objs).join('\n')).toMatch(/core\/pods/);
+      const pods = objs.filter((o) => o.kind === 'ClusterRole').flatMap((r) => (r.rules as Obj[]).filter((x) => x.resources.includes('pods')));
+      expect(pods).toEqual([{ apiGroups: [''], resources: ['pods'], verbs: ['get', 'list', 'watch'] }]);
+    }
+    for (const objs of [kustomizeBuild(join(DEPLOY, 'kubernetes/base')), renderChart(), renderChart({ policyWatch: { enabled: true } })]) {
+      expect(objs.filter((o) => o.kind === 'ClusterRole').flatMap((r) => (r.rules as Obj[]).filter((x) => x.resources.includes('pods')))).toEqual([]);
+    }
+    expect(rulesUsed(readDocs(join(DEPLOY, 'kubernetes/components/ambient/rbac.yaml'))).size).toBe(1);
   });
 
   it('the agent examples need and carry no RBAC at all', () => {
@@ -138,6 +155,7 @@ describe('RBAC', () => {
       ['update any configmap', [role([{ apiGroups: [''], resources: ['configmaps'], verbs: ['update'] }])]],
       ['non-resource URL', [role([{ nonResourceURLs: ['/metrics'], verbs: ['get'] }])]],
       ['policy watch in the base', [role([{ apiGroups: ['security.istio.io'], resources: ['authorizationpolicies'], verbs: ['list'] }])]],
+      ['pods in the base', [role([{ apiGroups: [''], resources: ['pods'], verbs: ['list'] }])]],
       [
         'binding to cluster-admin',
         [{ apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'ClusterRoleBinding', metadata: { name: 'x' }, roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: 'cluster-admin' }, subjects: [{ kind: 'ServiceAccount', name: SA, namespace: NS }] }],
@@ -147,6 +165,6 @@ describe('RBAC', () => {
         [role([]), { apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'ClusterRoleBinding', metadata: { name: 'x' }, roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: 'castellan' }, subjects: [{ kind: 'Group', name: 'system:authenticated' }] }],
       ],
     ];
-    for (const [what, objs] of bad) expect(rbacProblems(objs, false), what).not.toEqual([]);
+    for (const [what, objs] of bad) expect(rbacProblems(objs), what).not.toEqual([]);
   });
 });

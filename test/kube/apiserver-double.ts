@@ -9,6 +9,9 @@
  *   coordination.k8s.io/v1, namespaced   leases   get, list, watch, create, update, delete
  *   security.istio.io/v1, namespaced     authorizationpolicies (a custom resource)
  *                                        get, list, watch, create, update, delete (also cluster-wide list/watch)
+ *   core/v1, namespaced  pods             get, list, watch, create, update, delete (also cluster-wide list/watch),
+ *                                        and the binding subresource (scheduling)
+ *   authentication.k8s.io/v1             tokenreviews     create (answers from `reviews`)
  *
  * Behaviour modelled on kube-apiserver (facts, not code):
  * - one resourceVersion counter for the whole store (like etcd's revision),
@@ -43,6 +46,17 @@
  *   served as v1; `spec` must be an object (the CRD's structural schema),
  *   anything inside it is kept as given, as a newer CRD would accept fields
  *   an older client does not know;
+ * - pods: admission defaults spec.serviceAccountName to "default" and
+ *   status.phase to Pending; an update may not change spec.nodeName once set
+ *   nor spec.serviceAccountName (422, pod spec updates are forbidden);
+ *   POST pods/<name>/binding sets spec.nodeName of an unscheduled pod (409
+ *   if already bound); field selectors spec.nodeName,
+ *   spec.serviceAccountName and status.phase (pods only, like
+ *   kube-apiserver's pod field set);
+ * - TokenReview: an unknown token or no common audience gives
+ *   `authenticated: false` with an error; otherwise the user (username,
+ *   groups, extra such as authentication.kubernetes.io/pod-name and pod-uid)
+ *   and the common audiences;
  * - bearer-token authentication (401 without an accepted token).
  *
  * Tests can drop or cleanly close watch connections, compact the history,
@@ -61,7 +75,7 @@ import { join } from 'node:path';
 import { writeKubeconfig } from '../support/kubeconfig.ts';
 import { openssl } from '../support/openssl-pki.ts';
 
-export type Resource = 'namespaces' | 'secrets' | 'configmaps' | 'leases' | 'authorizationpolicies';
+export type Resource = 'namespaces' | 'secrets' | 'configmaps' | 'leases' | 'authorizationpolicies' | 'pods';
 
 interface ResourceDef {
   group: string;
@@ -77,6 +91,7 @@ const RESOURCES: Record<Resource, ResourceDef> = {
   secrets: { group: '', apiVersion: 'v1', kind: 'Secret', namespaced: true },
   configmaps: { group: '', apiVersion: 'v1', kind: 'ConfigMap', namespaced: true },
   leases: { group: 'coordination.k8s.io', apiVersion: 'coordination.k8s.io/v1', kind: 'Lease', namespaced: true },
+  pods: { group: '', apiVersion: 'v1', kind: 'Pod', namespaced: true },
   authorizationpolicies: { group: 'security.istio.io', apiVersion: 'security.istio.io/v1', kind: 'AuthorizationPolicy', namespaced: true, custom: { versions: ['security.istio.io/v1', 'security.istio.io/v1beta1'] } },
 };
 
@@ -147,6 +162,14 @@ export interface WriteRecord {
 }
 
 export const CALLER_TOKEN = 'castellan-sa-token';
+
+/** What the double's TokenReview says of a token it knows. */
+export interface ReviewedToken {
+  username: string;
+  groups?: string[];
+  audiences: string[];
+  extra?: Record<string, string[]>;
+}
 
 const REASONS: Record<number, string> = {
   400: 'BadRequest',
@@ -243,7 +266,14 @@ export function parseLabelSelector(sel: string): (labels: Record<string, string>
   return (labels) => reqs.every((r) => r(labels));
 }
 
-function parseFieldSelector(sel: string): (o: KubeObject) => boolean {
+/** The pod fields kube-apiserver accepts in a field selector, beyond metadata.name/namespace (a subset). */
+const POD_FIELDS: Record<string, (o: KubeObject) => string> = {
+  'spec.nodeName': (o) => String((o.spec as { nodeName?: string } | undefined)?.nodeName ?? ''),
+  'spec.serviceAccountName': (o) => String((o.spec as { serviceAccountName?: string } | undefined)?.serviceAccountName ?? ''),
+  'status.phase': (o) => String((o.status as { phase?: string } | undefined)?.phase ?? ''),
+};
+
+function parseFieldSelector(sel: string, resource?: Resource): (o: KubeObject) => boolean {
   const reqs: ((o: KubeObject) => boolean)[] = [];
   for (const raw of sel.split(',')) {
     const p = raw.trim();
@@ -256,6 +286,7 @@ function parseFieldSelector(sel: string): (o: KubeObject) => boolean {
     let get: (o: KubeObject) => string;
     if (field === 'metadata.name') get = (o) => o.metadata.name;
     else if (field === 'metadata.namespace') get = (o) => o.metadata.namespace ?? '';
+    else if (resource === 'pods' && POD_FIELDS[field]) get = POD_FIELDS[field];
     else throw new HttpError(400, `"${field}" is not a known field selector: only "metadata.name", "metadata.namespace"`);
     reqs.push((o) => (neg ? get(o) !== v : get(o) === v));
   }
@@ -282,6 +313,8 @@ export class KubeApiDouble {
   private down = false;
   /** bearer tokens the double accepts (each replica in a test may have its own) */
   readonly tokens = new Set<string>([CALLER_TOKEN]);
+  /** tokens the TokenReview endpoint authenticates (workload tokens, not credentials to this API) */
+  readonly reviews = new Map<string, ReviewedToken>();
   /** clients (by token) whose connections are reset: a network partition of one replica */
   readonly partitioned = new Set<string>();
   /** called for every authenticated request before it is served (a test can change the store at that moment, e.g. to lose a race) */
@@ -413,6 +446,40 @@ export class KubeApiDouble {
     return existing ? this.update(resource, ns, obj.metadata.name, body) : this.create(resource, ns, body);
   }
 
+  /** Creates a pod as a controller would (namespace created if missing); `node` binds it at once. */
+  createPod(namespace: string, name: string, o: { serviceAccount?: string; node?: string; phase?: string } = {}): KubeObject {
+    if (!this.objects.has(this.key('namespaces', undefined, namespace))) this.createNamespace(namespace);
+    return this.put('pods', {
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: { name, namespace, labels: { app: name } },
+      spec: { serviceAccountName: o.serviceAccount, nodeName: o.node, containers: [{ name: 'app', image: 'registry.example/app:1' }] },
+      status: { phase: o.phase ?? (o.node ? 'Running' : 'Pending') },
+    });
+  }
+
+  /** The pods/binding subresource: schedules an unscheduled pod on `node` (409 if already bound, as the scheduler would see). */
+  bind(namespace: string, name: string, node: string): KubeObject {
+    const o = this.objects.get(this.key('pods', namespace, name));
+    if (!o) throw new Error(`no pod ${namespace}/${name}`);
+    const spec = o.spec as { nodeName?: string };
+    if (spec.nodeName) throw new Error(`pod ${namespace}/${name} is already assigned to node "${spec.nodeName}"`);
+    const next = clone(o);
+    (next.spec as { nodeName?: string }).nodeName = node;
+    next.status = { ...(next.status as object), phase: 'Running' };
+    next.metadata.resourceVersion = String(++this.rv);
+    this.objects.set(this.key('pods', namespace, name), next);
+    this.commit({ rv: this.rv, resource: 'pods', type: 'MODIFIED', obj: clone(next), prev: clone(o) });
+    return clone(next);
+  }
+
+  /** Sets status.phase (as the kubelet does), e.g. Failed: a field-selected watch then sees the pod DELETED. */
+  setPodPhase(namespace: string, name: string, phase: string): KubeObject {
+    const o = this.get('pods', namespace, name);
+    if (!o) throw new Error(`no pod ${namespace}/${name}`);
+    return this.update('pods', namespace, name, { ...o, status: { ...(o.status as object), phase } });
+  }
+
   createNamespace(name: string, labels: Record<string, string> = {}): KubeObject {
     return this.put('namespaces', { apiVersion: 'v1', kind: 'Namespace', metadata: { name, labels } });
   }
@@ -499,6 +566,13 @@ export class KubeApiDouble {
       o.spec = { finalizers: ['kubernetes'] };
       o.status ??= { phase: 'Active' };
     }
+    if (resource === 'pods') {
+      const spec = (o.spec ?? {}) as Record<string, unknown>;
+      if (typeof spec !== 'object' || Array.isArray(spec)) throw new HttpError(400, 'spec must be an object');
+      spec.serviceAccountName ||= 'default';
+      o.spec = spec;
+      o.status = { phase: 'Pending', ...(o.status as Record<string, unknown> | undefined) };
+    }
     if (resource === 'leases') {
       const spec = (o.spec ?? {}) as Record<string, unknown>;
       if (spec.leaseDurationSeconds !== undefined && (!Number.isInteger(spec.leaseDurationSeconds) || (spec.leaseDurationSeconds as number) <= 0)) {
@@ -558,6 +632,14 @@ export class KubeApiDouble {
       throw new HttpError(409, `Operation cannot be fulfilled on ${qualified(resource)} "${name}": the object has been modified; please apply your changes to the latest version and try again`, 'Conflict', detailsOf(resource, name));
     }
     const o = this.validate(resource, namespace, { ...body, metadata: { ...body.metadata, name } });
+    if (resource === 'pods') {
+      const was = existing.spec as { nodeName?: string; serviceAccountName?: string };
+      const now = o.spec as { nodeName?: string; serviceAccountName?: string };
+      if ((was.nodeName && now.nodeName !== was.nodeName) || now.serviceAccountName !== was.serviceAccountName) {
+        throw new HttpError(422, `Pod "${name}" is invalid: spec: Forbidden: pod updates may not change fields other than \`spec.containers[*].image\`, ...`, 'Invalid', { name, kind: 'Pod' });
+      }
+      if (!was.nodeName && now.nodeName) throw new HttpError(422, `Pod "${name}" is invalid: spec.nodeName: Forbidden: set through the binding subresource`, 'Invalid', { name, kind: 'Pod' });
+    }
     o.metadata.uid = existing.metadata.uid;
     o.metadata.creationTimestamp = existing.metadata.creationTimestamp;
     if (resource === 'namespaces') o.status = existing.status;
@@ -607,7 +689,9 @@ export class KubeApiDouble {
     if (m) return { resource: 'namespaces', name: m[1] && decodeURIComponent(m[1]) };
     m = path.match(/^\/api\/v1\/namespaces\/([^/]+)\/(secrets|configmaps)(?:\/([^/]+))?$/);
     if (m) return { resource: m[2] as Resource, namespace: decodeURIComponent(m[1]!), name: m[3] && decodeURIComponent(m[3]) };
-    m = path.match(/^\/api\/v1\/(secrets|configmaps)$/);
+    m = path.match(/^\/api\/v1\/namespaces\/([^/]+)\/pods(?:\/([^/]+))?$/);
+    if (m) return { resource: 'pods', namespace: decodeURIComponent(m[1]!), name: m[2] && decodeURIComponent(m[2]) };
+    m = path.match(/^\/api\/v1\/(secrets|configmaps|pods)$/);
     if (m) return { resource: m[1] as Resource };
     m = path.match(/^\/apis\/coordination\.k8s\.io\/v1\/namespaces\/([^/]+)\/leases(?:\/([^/]+))?$/);
     if (m) return { resource: 'leases', namespace: decodeURIComponent(m[1]!), name: m[2] && decodeURIComponent(m[2]) };
@@ -649,6 +733,10 @@ export class KubeApiDouble {
         const f = this.faults[fi]!;
         if (--f.count <= 0) this.faults.splice(fi, 1);
         throw new HttpError(f.status, `injected failure (${f.status})`);
+      }
+      if (method === 'POST' && url.pathname === '/apis/authentication.k8s.io/v1/tokenreviews') {
+        json(201, this.tokenReview(Buffer.concat(chunks).toString('utf8')));
+        return;
       }
       if (!r?.resource) throw new HttpError(404, 'the server could not find the requested resource');
       const { resource, namespace, name } = r;
@@ -715,8 +803,28 @@ export class KubeApiDouble {
     }
   }
 
+  /** POST tokenreviews: the review echoed back with its status, as kube-apiserver answers (201). */
+  private tokenReview(text: string): Record<string, unknown> {
+    let review: { apiVersion?: string; kind?: string; spec?: { token?: unknown; audiences?: string[] } };
+    try {
+      review = JSON.parse(text) as typeof review;
+    } catch {
+      throw new HttpError(400, 'the body of the request was in an unknown format');
+    }
+    if (review.kind !== 'TokenReview' || typeof review.spec?.token !== 'string') throw new HttpError(400, 'spec.token: Required value');
+    const t = this.reviews.get(review.spec.token);
+    const wanted = review.spec.audiences?.length ? review.spec.audiences : ['https://kubernetes.default.svc.cluster.local'];
+    const audiences = t ? t.audiences.filter((a) => wanted.includes(a)) : [];
+    const status = !t
+      ? { user: {}, error: '[invalid bearer token, square/go-jose: error in cryptographic primitive]' }
+      : audiences.length === 0
+        ? { user: {}, error: `[invalid bearer token, token audiences ${JSON.stringify(t.audiences)} is invalid for the target audiences ${JSON.stringify(wanted)}]` }
+        : { authenticated: true, user: { username: t.username, uid: randomUUID(), groups: t.groups ?? ['system:serviceaccounts', 'system:authenticated'], extra: t.extra }, audiences };
+    return { apiVersion: 'authentication.k8s.io/v1', kind: 'TokenReview', metadata: { creationTimestamp: null }, spec: review.spec, status };
+  }
+
   private listBody(resource: Resource, namespace: string | undefined, query: Record<string, string>): Record<string, unknown> {
-    const matches = this.selectors(query);
+    const matches = this.selectors(query, resource);
     let items = [...this.objects.values()].filter((o) => this.kindOf(o) === resource && (namespace === undefined || o.metadata.namespace === namespace) && matches(o));
     items.sort((a, b) => `${a.metadata.namespace ?? ''}/${a.metadata.name}`.localeCompare(`${b.metadata.namespace ?? ''}/${b.metadata.name}`));
     const meta: Record<string, unknown> = { resourceVersion: String(this.rv) };
@@ -741,14 +849,14 @@ export class KubeApiDouble {
     return { kind: `${d.kind}List`, apiVersion: d.apiVersion, metadata: meta, items: items.map((o) => (d.custom ? clone(o) : { ...clone(o), apiVersion: undefined, kind: undefined })) };
   }
 
-  private selectors(query: Record<string, string>): (o: KubeObject) => boolean {
+  private selectors(query: Record<string, string>, resource: Resource): (o: KubeObject) => boolean {
     const labels = query.labelSelector ? parseLabelSelector(query.labelSelector) : () => true;
-    const fields = query.fieldSelector ? parseFieldSelector(query.fieldSelector) : () => true;
+    const fields = query.fieldSelector ? parseFieldSelector(query.fieldSelector, resource) : () => true;
     return (o) => labels(o.metadata.labels ?? {}) && fields(o);
   }
 
   private startWatch(resource: Resource, namespace: string | undefined, query: Record<string, string>, res: ServerResponse): void {
-    const matches = this.selectors(query);
+    const matches = this.selectors(query, resource);
     const rvParam = query.resourceVersion;
     const from = rvParam === undefined || rvParam === '' || rvParam === '0' ? undefined : Number(rvParam);
     if (from !== undefined && !Number.isInteger(from)) throw new HttpError(400, `invalid resource version: ${rvParam}`);

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { parseCommand, parseDuration } from '../../src/config/flags.ts';
 import { isLocalAddress, resolveServerConfig, SERVER_FLAGS } from '../../src/server/config.ts';
+import { withIstioEnvAliases } from '../../src/identity/impersonation.ts';
 import { tempDir } from '../support/tmp.ts';
 
 const tmp = tempDir();
@@ -61,6 +62,19 @@ describe('server configuration: defaults < file < env < flags', () => {
     const file = join(tmp.path, 'bad.yaml');
     writeFileSync(file, 'trustDomian: typo\n');
     expect(() => cfg(['--config', file])).toThrow(/unknown key "trustDomian"/);
+  });
+
+  it('ok/--trusted-node-accounts: off by default; flag, config list, CASTELLAN_ and Istio\'s CA_TRUSTED_NODE_ACCOUNTS; needs token authentication', () => {
+    expect(cfg([]).trustedNodeAccounts).toEqual([]);
+    const zt = [{ namespace: 'istio-system', serviceAccount: 'ztunnel' }];
+    expect(cfg(['--token-review', '--trusted-node-accounts', 'istio-system/ztunnel']).trustedNodeAccounts).toEqual(zt);
+    const file = join(tmp.path, 'ambient.yaml');
+    writeFileSync(file, 'tokenReview: true\ntrustedNodeAccounts: [istio-system/ztunnel]\n');
+    expect(cfg(['--config', file]).trustedNodeAccounts).toEqual(zt);
+    expect(cfg(['--token-review'], { CASTELLAN_TRUSTED_NODE_ACCOUNTS: 'istio-system/ztunnel, kube-system/agent' }).trustedNodeAccounts).toHaveLength(2);
+    expect(cfg(['--token-review'], withIstioEnvAliases({ CA_TRUSTED_NODE_ACCOUNTS: 'istio-system/ztunnel' })).trustedNodeAccounts).toEqual(zt);
+    expect(() => cfg(['--trusted-node-accounts', 'istio-system/ztunnel'])).toThrow(/needs token authentication/);
+    expect(() => cfg(['--token-review', '--trusted-node-accounts', 'ztunnel'])).toThrow(/--trusted-node-accounts: "ztunnel" is not NAMESPACE\/SERVICEACCOUNT/);
   });
 
   it('ok/plaintext on loopback and unix sockets', () => {

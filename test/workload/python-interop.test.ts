@@ -6,7 +6,8 @@
  * - the security header is enforced on all five methods;
  * - FetchX509SVID: chain (leaf first) verified by openssl -x509_strict and
  *   Python cryptography against the bundle sent with it; the PKCS#8 key
- *   matches the leaf; a renewal reaches the open stream without reconnecting;
+ *   matches the leaf; a CA rotation (new root prepared, activated) and the
+ *   re-issued leaf reach the open stream without reconnecting;
  * - FetchX509Bundles keyed by spiffe://<td>;
  * - a client that cancels its stream leaves nothing behind;
  * - JWT-SVIDs: minted by the CA, verified by PyJWT against the JWKS from
@@ -75,9 +76,14 @@ describeWith([peers.pythonGrpc, peers.pyjwt, peers.openssl, peers.pyCryptography
       steps[m.step] = m;
       const act = async (): Promise<string> => {
         switch (m.step) {
-          case 'wait_rotate':
+          case 'wait_rotate': {
+            // A CA rotation: a new root in the bundle, then signing; the agent's next leaf comes from it.
+            const m = ca.server.manager;
+            await m.prepare();
+            await m.activate(undefined, true);
             await agent.cache.reissueNow('test');
             return 'rotated';
+          }
           case 'opened':
             steps.opened = { listeners: agent.cache.listenerCount, streams: agent.workload!.server.activeStreams() };
             return 'ok';
@@ -131,12 +137,14 @@ describeWith([peers.pythonGrpc, peers.pyjwt, peers.openssl, peers.pyCryptography
     expect(pyCryptographyVerify(bundle, chain).uris).toEqual([id]);
     expect(readFileSync(join(work, 'first-leaf.pem'), 'utf8')).toBe(chain[0]);
 
-    // The renewal reached the stream that was already open.
-    expect(steps.rotated).toMatchObject({ spiffe_id: id, key_matches: true });
+    // The CA rotation reached the stream that was already open: both roots, a leaf of the new one.
+    expect(steps.rotated).toMatchObject({ spiffe_id: id, key_matches: true, bundle_len: 2 });
     expect(steps.rotated!.serial).not.toBe(steps.x509!.serial);
-    expect(opensslVerify(readFileSync(join(work, 'second-bundle.pem'), 'utf8'), pems(join(work, 'second-chain.pem')), 'sslclient')).toMatch(/OK/);
+    const secondChain = pems(join(work, 'second-chain.pem'));
+    expect(opensslVerify(readFileSync(join(work, 'second-bundle.pem'), 'utf8'), secondChain, 'sslclient')).toMatch(/OK/);
+    expect(() => opensslVerify(bundle, secondChain, 'sslclient')).toThrow(/openssl verify failed/); // signed by the new root
 
-    expect(steps.x509_bundles).toMatchObject({ keys: ['spiffe://cluster.local'], certs: [1] });
+    expect(steps.x509_bundles).toMatchObject({ keys: ['spiffe://cluster.local'], certs: [2] });
 
     // A client that cancels: its listener and stream are gone.
     expect(steps.opened).toMatchObject({ listeners: baseline + 1, streams: 1 });

@@ -61,6 +61,10 @@ def code_of(fn):
         return e.code().name
 
 
+def describe_serial(svid):
+    return format(x509.load_der_x509_certificate(split_der(svid.x509_svid)[0]).serial_number, "x")
+
+
 def describe_svid(svid, prefix):
     chain = split_der(svid.x509_svid)
     leaf = x509.load_der_x509_certificate(chain[0])
@@ -104,8 +108,15 @@ def main():
     first = next(stream)
     out("x509", svids=len(first.svids), federated=len(first.federated_bundles), crl=len(first.crl), **describe_svid(first.svids[0], "first"))
     wait("wait_rotate")
-    second = next(stream)
-    out("rotated", **describe_svid(second.svids[0], "second"))
+    # The CA rotated (a new root prepared, then activated) and the agent re-issued: every change
+    # arrives on this same stream, each response complete; read until the leaf is a new one.
+    pushes, first_serial = 0, describe_serial(first.svids[0])
+    while True:
+        second = next(stream)
+        pushes += 1
+        if describe_serial(second.svids[0]) != first_serial:
+            break
+    out("rotated", pushes=pushes, **describe_svid(second.svids[0], "second"))
     stream.cancel()
 
     b = next(stub.FetchX509Bundles(pb.X509BundlesRequest(), metadata=HDR))

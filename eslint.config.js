@@ -21,6 +21,13 @@ export default tseslint.config(
     },
   },
   {
+    // browser page scripts: their own program, with the DOM library (tsconfig.web.json)
+    files: ['src/web/*/app.ts'],
+    languageOptions: {
+      parserOptions: { projectService: false, project: ['./tsconfig.web.json'], tsconfigRootDir: import.meta.dirname },
+    },
+  },
+  {
     files: ['**/*.js'],
     languageOptions: { globals: { process: 'readonly', console: 'readonly', URL: 'readonly' } },
   },

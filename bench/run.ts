@@ -16,7 +16,7 @@ import { writeFigures } from './lib/figures.ts';
 
 const root = new URL('..', import.meta.url).pathname;
 const node = join(root, 'node_modules/.bin/node');
-const BENCHES = ['issue-core', 'vs-go', 'jwt-verify', 'grpc-e2e', 'burst', 'authz', 'pod-cache'];
+const BENCHES = ['issue-core', 'vs-go', 'jwt-verify', 'grpc-e2e', 'burst', 'authz', 'pod-cache', 'agent-footprint'];
 const only = process.env.BENCH_ONLY?.split(',');
 
 function scriptOf(name: string): string | undefined {

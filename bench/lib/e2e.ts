@@ -49,6 +49,8 @@ export interface BenchServer {
   readonly target: string;
   /** a valid token of the fixture (its first identity) */
   readonly sampleToken: string;
+  /** the PEM bundle a client trusts for the server's TLS */
+  readonly rootPem: string;
   /** runs one load-generator job (see bench/lib/loadgen.ts) against the server */
   drive(job: Record<string, unknown>): Promise<LoadResult>;
   stop(): Promise<void>;
@@ -141,6 +143,7 @@ function benchServer(f: Fixture, server: ChildProcess, target: string, rootPem: 
     pid: server.pid!,
     target,
     sampleToken: f.requests[0]!.token,
+    rootPem,
     async drive(job) {
       const file = join(f.tmp.path, `job-${++jobs}.json`);
       writeFileSync(file, JSON.stringify({ target, rootPem, requests: f.requests, channels: 8, concurrency: 64, ratePerSec: 0, durationMs: 10_000, ...job }));

@@ -44,7 +44,29 @@ function grpcE2e(r: Json): string {
 }
 const ROUNDS_NOTE = (r: Json): string => `${fmt(r.rounds)} interleaved rounds of ${fmt(r.seconds)} s per phase, ${fmt(r.loadgen)} load generator; Go's bare signing core: ${fmt(r.goBareCorePerCpuSecond ?? '-')} per CPU-second.`;
 
-const RENDER: Record<string, (r: Json) => string> = { 'grpc-e2e': grpcE2e };
+/** agent-footprint: the agent beside bare Node and Node with grpc-js, measured in the same run, with the targets of issue 21. */
+function agentFootprint(r: Json): string {
+  const a = (r.agent ?? {}) as Json;
+  const b = (r.bareNode ?? {}) as Json;
+  const g = (r.nodeGrpcJs ?? {}) as Json;
+  const row = (what: string, ...cells: unknown[]): string => `| ${what} | ${cells.map((c) => (c === undefined ? '' : fmt(c))).join(' | ')} |`;
+  return [
+    '| figure | agent | bare Node | Node + grpc-js | target |',
+    '|---|---|---|---|---|',
+    row('steady RSS, whole process tree (MiB)', a.steadyRssMiB, b.rssMiB, g.rssMiB, '≤ 75'),
+    row('steady PSS, whole process tree (MiB)', a.steadyPssMiB, b.pssMiB, g.pssMiB, undefined),
+    row('peak RSS, start-up and first issuance (MiB)', a.peakRssMiB, b.peakRssMiB, g.peakRssMiB, '≤ 90'),
+    row('idle CPU (% of a core)', a.idleCpuPercent, undefined, undefined, '< 1'),
+    row('start → first certificate over SDS (ms)', a.startToFirstCertMs, undefined, undefined, '≤ 1 000'),
+    row('CPU used until then / to start (ms)', a.startCpuMs, r.bareNodeStartCpuMs, r.nodeGrpcJsStartCpuMs, undefined),
+    row('processes / threads', `${fmt(a.processes)} / ${fmt(a.threads)}`, `1 / ${fmt(b.threads)}`, `1 / ${fmt(g.threads)}`, undefined),
+    '',
+    `CA server idle after issuing: ${fmt((r.caServer as Json | undefined)?.idleRssMiB)} MiB RSS (its peak under the burst: the burst block). ` +
+      `Medians of ${fmt(r.runs)} agent run(s), ${fmt(r.idleMs)} ms idle, \`${fmt(r.entry)}\`${(r.agentNodeArgs as string[] | undefined)?.length ? ` with ${(r.agentNodeArgs as string[]).join(' ')}` : ''}.`,
+  ].join('\n');
+}
+
+const RENDER: Record<string, (r: Json) => string> = { 'grpc-e2e': grpcE2e, 'agent-footprint': agentFootprint };
 
 function host(): string {
   let commit = 'unknown';

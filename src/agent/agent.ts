@@ -136,7 +136,10 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
   metrics.bind({ status: () => cache.status(), streams: () => sds.activeStreams() });
   let ops: OpsServer | undefined;
   try {
-    if (config.httpListen) ops = await startOpsServer(config.httpListen, { registry: metrics.registry, ready: () => cache.status().ready, logger });
+    // On the main thread: a second V8 isolate for three endpoints would cost the pod more
+    // memory than the rest of the agent's heap, and the agent's loop is never busy for long
+    // (test/agent/ops-burst.test.ts: probes answered under a burst of SDS clients).
+    if (config.httpListen) ops = await startOpsServer(config.httpListen, { registry: metrics.registry, ready: () => cache.status().ready, logger, thread: false });
   } catch (e) {
     await sds.close();
     client?.close();

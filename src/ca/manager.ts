@@ -17,7 +17,7 @@ import type { Logger } from '../platform/logger.ts';
 import { createSelfSignedRoot, buildAuthority } from './authority.ts';
 import { authorityStatus, type AuthorityStatus } from './authority-status.ts';
 import { emptyLeaves, type AuthorityRecord, type KeyringDoc } from './keyring-doc.ts';
-import { activate, addLeaves, addPrepared, buildView, retire, taint, type KeyringView, type TransitionResult } from './keyring.ts';
+import { activate, addLeaves, addPrepared, buildView, nextAutoStep, retire, taint, type KeyringView, type TransitionResult } from './keyring.ts';
 import type { CaKeyType } from './keys.ts';
 import type { Keystore, LeaderElector, StoredKeyring } from './keystore.ts';
 import { alwaysLeader } from './keystore.ts';
@@ -248,6 +248,11 @@ export class CaManager {
    */
   async updateDocument(fn: (doc: KeyringDoc) => KeyringDoc): Promise<KeyringDoc> {
     return (await this.mutate(fn)) as KeyringDoc;
+  }
+
+  /** What automatic rotation would do next and when (shown by the admin API's Status). */
+  nextAutoStep(): ReturnType<typeof nextAutoStep> {
+    return nextAutoStep(this.stored.doc, this.now, this.o.propagationMs);
   }
 
   /** Subscribes to view changes; returns the unsubscribe function. */

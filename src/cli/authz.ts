@@ -75,6 +75,7 @@ const SUBCOMMANDS: Record<string, { synopsis: string; summary: string; flags: Fl
 function usage(): string {
   const lines = ['usage: castellan authz <command> [flags]', '', 'commands:'];
   for (const [n, s] of Object.entries(SUBCOMMANDS)) lines.push(`  ${n.padEnd(9)} ${s.summary}`);
+  lines.push('  playground a local web page: edit policies and a request, see the decision as you type');
   lines.push('', 'Run "castellan authz <command> --help" for its flags.', 'Exit codes: 0 ok, 1 expectation or test failure, 2 invalid input.');
   return lines.join('\n') + '\n';
 }
@@ -346,6 +347,7 @@ export async function run(argv: string[]): Promise<number> {
     process.stdout.write(usage());
     return sub === undefined ? 2 : 0;
   }
+  if (sub === 'playground') return (await import('./playground.ts')).run(rest);
   const spec = SUBCOMMANDS[sub];
   if (!spec) {
     process.stderr.write(`castellan authz: unknown command "${sub}"\n\n${usage()}`);

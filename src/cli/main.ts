@@ -1,13 +1,18 @@
 /**
  * `castellan` command dispatcher. Each command lives in its own module under
- * src/cli/ and exports `run(argv): Promise<number>` (the exit code).
+ * src/cli/ and exports `run(argv): Promise<number>` (the exit code). Before
+ * it is loaded, a command with V8 settings of its own re-executes the
+ * process with them (launch.ts).
  */
+import { relaunchForRole } from './launch.ts';
+
 const COMMANDS: Record<string, { summary: string; load: () => Promise<{ run(argv: string[]): Promise<number> }> }> = {
   server: { summary: 'run the CA server (Istio CreateCertificate API over gRPC/TLS)', load: () => import('./server.ts') },
   agent: { summary: 'run the node/sidecar agent serving Envoy SDS on a Unix socket', load: () => import('./agent.ts') },
   dev: { summary: 'all-in-one demo: CA, token issuer, two agents, an mTLS call (no Kubernetes)', load: () => import('./dev.ts') },
   authz: { summary: 'evaluate, test, lint and serve Istio AuthorizationPolicies', load: () => import('./authz.ts') },
   workload: { summary: 'query a SPIFFE Workload API: fetch-x509, fetch-jwt, validate-jwt', load: () => import('./workload.ts') },
+  console: { summary: 'a read-only web page of the CA: authorities on a timeline, bundle, leaves, rates, next steps', load: () => import('./console.ts') },
   ca: { summary: 'rotate the CA: status, prepare, import, activate, taint, retire (through the server\'s admin socket)', load: () => import('./ca.ts') },
 };
 
@@ -33,6 +38,7 @@ async function main(argv: string[]): Promise<number> {
     process.stderr.write(`castellan: unknown command "${cmd}"\n\n${usage()}\n`);
     return 2;
   }
+  relaunchForRole(cmd);
   const mod = await c.load();
   return mod.run(rest);
 }

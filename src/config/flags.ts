@@ -9,8 +9,9 @@
  * comma-separated list in the environment and a YAML list in the file.
  */
 import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { parseArgs } from 'node:util';
-import { parse as parseYaml } from 'yaml';
+import type * as Yaml from 'yaml';
 import { CastellanError } from '../platform/errors.ts';
 
 export interface FlagSpec {
@@ -58,6 +59,17 @@ export function helpText(command: string, synopsis: string, specs: FlagSpec[]): 
 
 function usageError(command: string, msg: string): CastellanError {
   return new CastellanError('INVALID_ARGUMENT', 'config.invalid', `castellan ${command}: ${msg}`);
+}
+
+const requireModule = createRequire(import.meta.url);
+
+/**
+ * The YAML parser, loaded on the first config file: a command started from
+ * flags and variables alone (the agent in its pod) never pays for its 72
+ * modules.
+ */
+function parseYaml(text: string): unknown {
+  return (requireModule('yaml') as typeof Yaml).parse(text);
 }
 
 /**

@@ -10,6 +10,7 @@ import { AdminService, AuthoritySchema, StatusResponseSchema, TransitionResponse
 import { addService, bindServer, shutdownServer } from '../grpc/service.ts';
 import { toGrpcError } from '../grpc/status.ts';
 import type { AuthorityStatus, CaManager } from '../ca/manager.ts';
+import { derToPem } from '../ca/pem.ts';
 import type { TransitionResult } from '../ca/keyring.ts';
 import type { JwtKeyManager, JwtKeyStatus } from '../ca/jwt-manager.ts';
 import type { JwtTransition } from '../ca/jwt-keys.ts';
@@ -104,8 +105,9 @@ export async function startAdminServer(o: {
         },
       );
     };
-  const status = () =>
-    create(StatusResponseSchema, {
+  const status = () => {
+    const next = manager.nextAutoStep();
+    return create(StatusResponseSchema, {
       trustDomain: manager.view().trustDomain,
       generation: BigInt(manager.view().generation),
       leader: o.isLeader(),
@@ -114,7 +116,12 @@ export async function startAdminServer(o: {
       authorities: manager.status().map(authorityMessage),
       autoRotation: o.autoRotate,
       jwtKeys: o.jwtKeys?.status().map(jwtKeyMessage) ?? [],
+      trustBundlePem: manager.view().rootsDer.map((d) => derToPem(d)),
+      nextStep: next.step?.kind ?? '',
+      nextStepAuthorityId: next.step && next.step.kind !== 'prepare' ? next.step.id : '',
+      nextStepAt: new Date(next.recheckAt).toISOString(),
     });
+  };
   addService(server, AdminService, {
     status: unary('Status', async () => status()),
     prepare: unary('Prepare', async (req) => {

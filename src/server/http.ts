@@ -2,15 +2,23 @@
  * Operational HTTP endpoints: /metrics (Prometheus text), /healthz
  * (liveness: the main event loop turns) and /readyz (ready to serve).
  *
- * They are served from a thread of their own (http-worker.ts), so probes
- * are answered in milliseconds even while the main event loop is saturated
- * by a burst; the main thread only writes a heartbeat and the ready flag
- * into shared memory every 250 ms, and answers /metrics requests.
+ * The CA server serves them from a thread of their own (http-worker.ts), so
+ * probes are answered in milliseconds even while the main event loop is
+ * saturated by a burst; the main thread only writes a heartbeat and the
+ * ready flag into shared memory every 250 ms, and answers /metrics requests.
+ *
+ * `thread: false` serves them from the main thread instead: no second V8
+ * isolate (about 16 MiB resident and two threads), for a process whose main
+ * loop is never busy for long (the agent; bench/agent-footprint.ts and
+ * test/agent/ops-burst.test.ts measure both sides of that choice). There,
+ * an answer to /healthz is itself the proof that the loop turns.
  */
+import { createServer } from 'node:http';
 import { Worker } from 'node:worker_threads';
 import type { Registry } from 'prom-client';
 import { CastellanError } from '../platform/errors.ts';
 import type { Logger } from '../platform/logger.ts';
+import { listenOps, opsRequestListener, text } from '../platform/ops-routes.ts';
 
 export interface OpsServer {
   readonly address: string;
@@ -21,10 +29,58 @@ export interface OpsServer {
 export const STALL_MS = 10_000;
 const BEAT_MS = 250;
 
-export async function startOpsServer(
-  listen: string,
-  o: { registry: Registry; ready: () => boolean; logger: Logger; stallMs?: number },
-): Promise<OpsServer> {
+function listenError(listen: string, e: Error): CastellanError {
+  return new CastellanError('FAILED_PRECONDITION', 'ops.listen', `cannot listen on ${listen} for /metrics /healthz /readyz: ${e.message}`);
+}
+
+export interface OpsOptions {
+  registry: Registry;
+  ready: () => boolean;
+  logger: Logger;
+  stallMs?: number;
+  /** Serve from a thread of its own (default) or from the main thread. */
+  thread?: boolean;
+}
+
+async function startOnMainThread(listen: string, o: OpsOptions): Promise<OpsServer> {
+  const metrics = async (): Promise<ReturnType<typeof text>> => {
+    try {
+      return { status: 200, contentType: o.registry.contentType, body: await o.registry.metrics() };
+    } catch (e) {
+      o.logger.error({ err: e }, 'metrics collection failed');
+      return text(500, 'metrics collection failed\n');
+    }
+  };
+  const server = createServer(
+    opsRequestListener({
+      healthz: () => text(200, 'ok\n'),
+      readyz() {
+        let ok = false;
+        try {
+          ok = o.ready();
+        } catch {
+          ok = false;
+        }
+        return ok ? text(200, 'ready\n') : text(503, 'not ready\n');
+      },
+      metrics,
+    }),
+  );
+  const address = await listenOps(server, listen).catch((e: Error) => {
+    throw listenError(listen, e);
+  });
+  return {
+    address,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
+}
+
+export async function startOpsServer(listen: string, o: OpsOptions): Promise<OpsServer> {
+  if (o.thread === false) return startOnMainThread(listen, o);
   const shared = new SharedArrayBuffer(16);
   const state = new Float64Array(shared);
   const beat = (): void => {
@@ -68,7 +124,7 @@ export async function startOpsServer(
         resolve(m.address!);
       } else if (m.kind === 'listen-error') {
         worker.off('message', onMsg);
-        reject(new CastellanError('FAILED_PRECONDITION', 'ops.listen', `cannot listen on ${listen} for /metrics /healthz /readyz: ${m.message}`));
+        reject(listenError(listen, new Error(m.message)));
       }
     };
     worker.on('message', onMsg);

@@ -40,6 +40,15 @@ describe('Helm chart', () => {
     sameObjects(renderChart({ policyWatch: { enabled: true } }), kustomizeBuild(join(DEPLOY, 'kubernetes/overlays/policy-watch')));
   });
 
+  it('with prometheusRule.enabled renders exactly overlays/observability (deploy/observability/alerts.yaml)', () => {
+    sameObjects(renderChart({ prometheusRule: { enabled: true } }), kustomizeBuild(join(DEPLOY, 'kubernetes/overlays/observability')));
+    const rule = renderChart({ prometheusRule: { enabled: true, labels: { release: 'kube-prometheus' }, queueMax: '20000' } }).find((o) => o.kind === 'PrometheusRule')!;
+    expect(rule.metadata.labels).toEqual({ 'app.kubernetes.io/name': 'castellan', 'app.kubernetes.io/instance': 'castellan', release: 'kube-prometheus' });
+    const queue = (rule.spec.groups as Obj[]).flatMap((g) => g.rules as Obj[]).find((r) => r.alert === 'CastellanSignerQueueNearLimit')!;
+    expect(queue.expr).toMatch(/> 0\.8 \* 20000$/);
+    expect(renderChart().some((o) => o.kind === 'PrometheusRule')).toBe(false);
+  });
+
   it('with ambient.trustedNodeAccounts=[istio-system/ztunnel] renders exactly overlays/ambient', () => {
     sameObjects(renderChart({ ambient: { trustedNodeAccounts: ['istio-system/ztunnel'] } }), kustomizeBuild(join(DEPLOY, 'kubernetes/overlays/ambient')));
     const args = renderChart({ ambient: { trustedNodeAccounts: ['istio-system/ztunnel', 'kube-system/node-agent'] } }).find((o) => o.kind === 'Deployment')!.spec.template.spec.containers[0].args as string[];

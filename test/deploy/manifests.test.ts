@@ -24,6 +24,7 @@ const builds: [string, () => Obj[]][] = [
   ['kustomize base', () => kustomizeBuild(join(DEPLOY, 'kubernetes/base'))],
   ['kustomize overlays/plugin-ca', () => kustomizeBuild(join(DEPLOY, 'kubernetes/overlays/plugin-ca'))],
   ['kustomize overlays/policy-watch', () => kustomizeBuild(join(DEPLOY, 'kubernetes/overlays/policy-watch'))],
+  ['kustomize overlays/observability', () => kustomizeBuild(join(DEPLOY, 'kubernetes/overlays/observability'))],
   ['kustomize overlays/ambient', () => kustomizeBuild(join(DEPLOY, 'kubernetes/overlays/ambient'))],
   ['kustomize deploy/agent', () => kustomizeBuild(join(DEPLOY, 'agent'))],
   ['helm defaults', () => renderChart()],
@@ -31,6 +32,7 @@ const builds: [string, () => Obj[]][] = [
     renderChart({
       pluginCA: { secretName: 'cacerts' },
       policyWatch: { enabled: true },
+      prometheusRule: { enabled: true, labels: { release: 'prometheus' }, queueMax: '20000' },
       ambient: { trustedNodeAccounts: ['istio-system/ztunnel'] },
       auth: { oidcIssuer: 'https://kubernetes.default.svc.cluster.local' },
       trustBundle: { publish: false, namespaces: 'mesh=on' },
@@ -72,6 +74,13 @@ describe('Kubernetes schemas', () => {
     delete missing.spec.selector;
     expect(schemaProblems(missing).join()).toMatch(/selector/);
     expect(schemaProblems({ apiVersion: 'v1', kind: 'Pod', metadata: { name: 'x' } }).join()).toMatch(/no schema registered/);
+    const [rule] = readDocs(join(DEPLOY, 'observability/alerts.yaml'));
+    expect(schemaProblems(rule!)).toEqual([]);
+    const bad = structuredClone(rule!);
+    bad.spec.groups[0].rules[0].for = '10 minutes';
+    bad.spec.groups[0].rules[1].severity = 'warning';
+    delete bad.spec.groups[0].rules[2].expr;
+    expect(schemaProblems(bad).join('\n')).toMatch(/rules\.0\.for: must be a Prometheus duration[^]*rules\.1: Unrecognized key[^]*rules\.2\.expr/);
   });
 });
 

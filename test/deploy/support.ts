@@ -30,6 +30,7 @@ import { DaemonSet, Deployment } from 'kubernetes-models/apps/v1';
 import { PodDisruptionBudget } from 'kubernetes-models/policy/v1';
 import { ClusterRole, ClusterRoleBinding, Role, RoleBinding } from 'kubernetes-models/rbac.authorization.k8s.io/v1';
 import { parseAllDocuments } from 'yaml';
+import { z } from 'zod';
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 export const DEPLOY = join(ROOT, 'deploy');
@@ -298,9 +299,39 @@ function unknownFields(v: unknown, type: string, path: string, out: string[]): v
   }
 }
 
+/**
+ * The Prometheus Operator's PrometheusRule (monitoring.coreos.com/v1), as its
+ * CRD's OpenAPI schema has it for the fields deploy/ uses: no model of it
+ * exists in kubernetes-models or client-node. Unknown fields are refused.
+ */
+const duration = z.string().regex(/^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$/, 'must be a Prometheus duration');
+const stringMap = z.record(z.string(), z.string());
+const PrometheusRule = z.strictObject({
+  apiVersion: z.literal('monitoring.coreos.com/v1'),
+  kind: z.literal('PrometheusRule'),
+  metadata: z.strictObject({ name: z.string().min(1), namespace: z.string().min(1).optional(), labels: stringMap.optional(), annotations: stringMap.optional() }),
+  spec: z.strictObject({
+    groups: z.array(
+      z.strictObject({
+        name: z.string().min(1),
+        interval: duration.optional(),
+        rules: z.array(
+          z
+            .strictObject({ alert: z.string().min(1).optional(), record: z.string().min(1).optional(), expr: z.string().min(1), for: duration.optional(), labels: stringMap.optional(), annotations: stringMap.optional() })
+            .refine((r) => (r.alert === undefined) !== (r.record === undefined), 'a rule has alert or record, not both'),
+        ),
+      }),
+    ),
+  }),
+});
+
 /** Problems of one object against the Kubernetes schemas; empty when valid. */
 export function schemaProblems(o: Obj): string[] {
   const key = `${o.apiVersion}/${o.kind}`;
+  if (key === 'monitoring.coreos.com/v1/PrometheusRule') {
+    const r = PrometheusRule.safeParse(o);
+    return r.success ? [] : r.error.issues.map((i) => `${idOf(o)}: ${i.path.join('.')}: ${i.message}`);
+  }
   const M = MODELS[key];
   if (!M) return [`${key}: no schema registered in test/deploy/support.ts`];
   const problems: string[] = [];

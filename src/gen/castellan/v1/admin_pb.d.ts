@@ -175,9 +175,35 @@ export declare type StatusResponse = Message<"castellan.v1.StatusResponse"> & {
   autoRotation: boolean;
 
   /**
+   * The roots workloads trust (the trust bundle agents serve), PEM, one per entry.
+   *
+   * @generated from field: repeated string trust_bundle_pem = 8;
+   */
+  trustBundlePem: string[];
+
+  /**
+   * What automatic rotation does next on the replica that rotates (prepare |
+   * activate | retire; empty: nothing due), on which authority, and when
+   * (RFC 3339; the time of the next check when nothing is due).
+   *
+   * @generated from field: string next_step = 9;
+   */
+  nextStep: string;
+
+  /**
+   * @generated from field: string next_step_authority_id = 10;
+   */
+  nextStepAuthorityId: string;
+
+  /**
+   * @generated from field: string next_step_at = 11;
+   */
+  nextStepAt: string;
+
+  /**
    * The JWT-SVID signing keys (source "jwt", key_type the JWS alg; no subject).
    *
-   * @generated from field: repeated castellan.v1.Authority jwt_keys = 8;
+   * @generated from field: repeated castellan.v1.Authority jwt_keys = 12;
    */
   jwtKeys: Authority[];
 };

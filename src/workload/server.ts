@@ -96,6 +96,81 @@ function checkHeader(md: grpc.Metadata): void {
   }
 }
 
+/** What every stream of the server shares. */
+interface StreamContext {
+  logger: Logger;
+  metrics?: WorkloadMetrics;
+  /** a closer per open stream */
+  open: Set<() => void>;
+  x509: X509Side;
+  count: (method: Method, code: grpc.status) => void;
+}
+
+/**
+ * A server stream: checks the header, then sends `build()` now (or once the
+ * first certificate is there) and again whenever `subscribe` fires and what
+ * `build` returns changed. Ends cleanly when the client goes away.
+ */
+function streamResponses<T>(
+  ctx: StreamContext,
+  method: Method,
+  call: grpc.ServerWritableStream<unknown, T>,
+  build: () => { key: string; msg: T } | undefined,
+  subscribe: (fire: () => void) => () => void,
+): void {
+  const { logger, metrics, open, x509, count } = ctx;
+  try {
+    checkHeader(call.metadata);
+  } catch (e) {
+    count(method, grpc.status.INVALID_ARGUMENT);
+    logger.warn({ event: 'workload.refused', method, reason: 'workload.header' }, (e as Error).message);
+    call.emit('error', toGrpcError(e));
+    return;
+  }
+  let last: string | undefined;
+  let done = false;
+  const send = (): void => {
+    if (done) return;
+    let next;
+    try {
+      next = build();
+    } catch (e) {
+      const err = asCastellanError(e);
+      logger.error({ event: 'workload.stream_failed', method, err: e }, 'cannot build a Workload API response');
+      finish();
+      call.emit('error', toGrpcError(err));
+      return;
+    }
+    if (!next || next.key === last) return;
+    last = next.key;
+    call.write(next.msg);
+    metrics?.updates.inc({ method });
+  };
+  const unsubscribe = subscribe(send);
+  const finish = (): void => {
+    if (done) return;
+    done = true;
+    unsubscribe();
+    open.delete(endNow);
+    metrics?.streams.dec({ method });
+    logger.debug({ event: 'workload.stream_closed', method }, 'Workload API stream closed');
+  };
+  const endNow = (): void => {
+    finish();
+    call.end();
+  };
+  open.add(endNow);
+  metrics?.streams.inc({ method });
+  count(method, grpc.status.OK);
+  call.on('cancelled', finish);
+  call.on('close', finish);
+  call.on('error', finish);
+  logger.debug({ event: 'workload.stream_opened', method }, 'Workload API stream opened');
+  if (x509.issued) send();
+  else void x509.whenReady().then(send);
+}
+
+
 export async function startWorkloadServer(o: WorkloadServerOptions): Promise<WorkloadServer> {
   const logger = o.logger ?? silentLogger();
   const policy = o.policy ?? {};
@@ -105,67 +180,9 @@ export async function startWorkloadServer(o: WorkloadServerOptions): Promise<Wor
   const open = new Set<() => void>();
   const count = (method: Method, code: grpc.status): void => metrics?.calls.inc({ method, code: grpc.status[code] });
 
-  /**
-   * A server stream: checks the header, then sends `build()` now (or once the
-   * first certificate is there) and again whenever `subscribe` fires and what
-   * `build` returns changed. Ends cleanly when the client goes away.
-   */
-  function serveStream<T>(
-    method: Method,
-    call: grpc.ServerWritableStream<unknown, T>,
-    build: () => { key: string; msg: T } | undefined,
-    subscribe: (fire: () => void) => () => void,
-  ): void {
-    try {
-      checkHeader(call.metadata);
-    } catch (e) {
-      count(method, grpc.status.INVALID_ARGUMENT);
-      logger.warn({ event: 'workload.refused', method, reason: 'workload.header' }, (e as Error).message);
-      call.emit('error', toGrpcError(e));
-      return;
-    }
-    let last: string | undefined;
-    let done = false;
-    const send = (): void => {
-      if (done) return;
-      let next;
-      try {
-        next = build();
-      } catch (e) {
-        const err = asCastellanError(e);
-        logger.error({ event: 'workload.stream_failed', method, err: e }, 'cannot build a Workload API response');
-        finish();
-        call.emit('error', toGrpcError(err));
-        return;
-      }
-      if (!next || next.key === last) return;
-      last = next.key;
-      call.write(next.msg);
-      metrics?.updates.inc({ method });
-    };
-    const unsubscribe = subscribe(send);
-    const finish = (): void => {
-      if (done) return;
-      done = true;
-      unsubscribe();
-      open.delete(endNow);
-      metrics?.streams.dec({ method });
-      logger.debug({ event: 'workload.stream_closed', method }, 'Workload API stream closed');
-    };
-    const endNow = (): void => {
-      finish();
-      call.end();
-    };
-    open.add(endNow);
-    metrics?.streams.inc({ method });
-    count(method, grpc.status.OK);
-    call.on('cancelled', finish);
-    call.on('close', finish);
-    call.on('error', finish);
-    logger.debug({ event: 'workload.stream_opened', method }, 'Workload API stream opened');
-    if (x509.issued) send();
-    else void x509.whenReady().then(send);
-  }
+  const ctx: StreamContext = { logger, metrics, open, x509, count };
+  const serveStream = <T>(method: Method, call: grpc.ServerWritableStream<unknown, T>, build: () => { key: string; msg: T } | undefined, subscribe: (fire: () => void) => () => void): void =>
+    streamResponses(ctx, method, call, build, subscribe);
 
   const unary = <Req, Res>(method: Method, fn: (req: Req) => Promise<Res>): grpc.handleUnaryCall<Req, Res> => (call, callback) => {
     Promise.resolve()

@@ -21,10 +21,12 @@ const LAYERS = {
   kube: ['platform', 'spiffe', 'ca', 'identity', 'authz'],
   sds: ['platform', 'gen', 'spiffe', 'pki', 'grpc'],
   server: ['platform', 'config', 'gen', 'spiffe', 'pki', 'ca', 'identity', 'authz', 'grpc', 'kube', 'sds'],
-  agent: ['platform', 'config', 'gen', 'spiffe', 'pki', 'identity', 'grpc', 'sds'],
+  agent: ['platform', 'config', 'gen', 'spiffe', 'pki', 'identity', 'grpc', 'sds', 'workload'],
+  // the SPIFFE Workload API serves the agent's secret cache; the agent starts it (a dynamic import)
+  workload: ['platform', 'config', 'gen', 'spiffe', 'pki', 'ca', 'identity', 'grpc', 'sds', 'agent'],
   web: ['platform', 'spiffe', 'pki', 'ca', 'authz'],
-  dev: ['platform', 'config', 'gen', 'spiffe', 'pki', 'ca', 'identity', 'authz', 'grpc', 'kube', 'sds', 'server', 'agent'],
-  cli: ['platform', 'config', 'gen', 'spiffe', 'pki', 'ca', 'identity', 'authz', 'grpc', 'kube', 'sds', 'server', 'agent', 'web', 'dev'],
+  dev: ['platform', 'config', 'gen', 'spiffe', 'pki', 'ca', 'identity', 'authz', 'grpc', 'kube', 'sds', 'server', 'agent', 'workload'],
+  cli: ['platform', 'config', 'gen', 'spiffe', 'pki', 'ca', 'identity', 'authz', 'grpc', 'kube', 'sds', 'server', 'agent', 'workload', 'web', 'dev'],
 };
 
 const PROTOCOL = ['platform', 'config', 'spiffe', 'pki', 'ca', 'identity', 'authz', 'kube'];

@@ -18,6 +18,7 @@ import { SecretCache, type CertificateSource, type IssuedCertificate } from './c
 import type { KeyType } from './csr.ts';
 import { createAgentMetrics, type AgentMetrics } from './metrics.ts';
 import { writeOutputBundle, writeOutputDir } from './output.ts';
+import type { WorkloadApi } from '../workload/agent-side.ts';
 
 export interface AgentConfig {
   /** host:port of the CA */
@@ -44,6 +45,10 @@ export interface AgentConfig {
   rootCheckIntervalMs?: number;
   /** Follow the CA's pushed bundle updates (castellan.v1.TrustService). Default true. */
   bundleWatch?: boolean;
+  /** Also serve the SPIFFE Workload API on this Unix socket (src/workload/). */
+  workloadApiSocket?: string;
+  /** Group name or gid allowed to connect to the Workload API socket. */
+  workloadApiSocketGroup?: string;
   /** Renew over mTLS with the current certificate, the token only when it is refused. Default false. */
   renewWithCertificate?: boolean;
 }
@@ -67,6 +72,8 @@ export interface AgentHandle {
   readonly cache: SecretCache;
   readonly metrics: AgentMetrics;
   readonly sds: SdsServer;
+  /** The SPIFFE Workload API, when --workload-api-socket is given. */
+  readonly workload?: WorkloadApi;
   /** Stops renewing, closes every SDS stream, removes the socket, stops HTTP. */
   close(): Promise<void>;
 }
@@ -138,6 +145,16 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     client?.close();
     throw e;
   }
+  let workload: WorkloadApi | undefined;
+  try {
+    // Loaded only when asked for: an SDS-only agent never imports it.
+    if (config.workloadApiSocket) workload = await (await import('../workload/agent-side.ts')).startWorkloadApi(config, { cache, client: () => client, registry: metrics.registry, clock, logger });
+  } catch (e) {
+    await ops?.close();
+    await sds.close();
+    client?.close();
+    throw e;
+  }
   cache.start();
 
   let closed = false;
@@ -162,6 +179,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
         (u) => {
           watchDelay = 1000;
           tainted = u.taintedIds;
+          workload?.onBundleUpdate(u);
           void onBundle(u.bundlePem);
         },
         (e) => {
@@ -223,6 +241,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     cache,
     metrics,
     sds,
+    workload,
     async close() {
       if (closed) return;
       closed = true;
@@ -230,6 +249,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
       watchTimer?.cancel();
       stopWatch?.();
       cache.stop();
+      await workload?.close();
       await sds.close();
       await ops?.close();
       client?.close();

@@ -12,6 +12,7 @@ import { ERROR_TRAILER } from '../grpc/status.ts';
 import { create } from '@bufbuild/protobuf';
 import { IstioCertificateRequestSchema, IstioCertificateService, type IstioCertificateRequest } from '../gen/istio/v1/auth/ca_pb.js';
 import { TrustService, WatchBundleRequestSchema, type BundleUpdate as BundleUpdateMessage } from '../gen/castellan/v1/trust_pb.js';
+import { JwtSvidService, MintJwtSvidRequestSchema } from '../gen/castellan/v1/jwt_pb.js';
 import { createClient } from '../grpc/service.ts';
 import { CastellanError, type ErrorKind } from '../platform/errors.ts';
 import type { CertificateSource } from './cache.ts';
@@ -82,6 +83,12 @@ export interface BundleUpdate {
   taintedIds: string[];
   generation: bigint;
   activeId: string;
+  /** JWK set JSON of the CA's JWT keys; empty when it mints no JWT-SVIDs */
+  jwtBundleJson: string;
+  /** taintedAt in ms */
+  taintedJwtKeys: { keyId: string; taintedAt: number }[];
+  /** ms */
+  jwtMaxTtlMs: number;
 }
 
 export interface CaClient extends CertificateSource {
@@ -91,6 +98,8 @@ export interface CaClient extends CertificateSource {
    * function that cancels the stream.
    */
   watchBundle(onUpdate: (u: BundleUpdate) => void, onEnd: (e?: CastellanError) => void): Promise<() => void>;
+  /** castellan.v1.JwtSvidService/MintJwtSvid for the agent's identity. */
+  mintJwtSvid(audiences: readonly string[], ttlSeconds?: number): Promise<{ token: string; spiffeId: string; expiresAt: number; keyId: string }>;
   close(): void;
 }
 
@@ -102,6 +111,7 @@ export function createCaClient(o: CaClientOptions): CaClient {
   if (o.serverName) options['grpc.ssl_target_name_override'] = o.serverName;
   const client = createClient(IstioCertificateService, o.address, creds, options);
   const trust = createClient(TrustService, o.address, creds, options);
+  const jwt = createClient(JwtSvidService, o.address, creds, options);
   const timeoutMs = o.timeoutMs ?? 10_000;
   const metadata = async (): Promise<grpc.Metadata> => {
     let token: string;
@@ -140,7 +150,17 @@ export function createCaClient(o: CaClientOptions): CaClient {
         ended = true;
         onEnd(e);
       };
-      call.on('data', (u: BundleUpdateMessage) => onUpdate({ bundlePem: u.trustBundlePem, taintedIds: [...u.taintedAuthorityIds], generation: u.generation, activeId: u.activeAuthorityId }));
+      call.on('data', (u: BundleUpdateMessage) =>
+        onUpdate({
+          bundlePem: u.trustBundlePem,
+          taintedIds: [...u.taintedAuthorityIds],
+          generation: u.generation,
+          activeId: u.activeAuthorityId,
+          jwtBundleJson: u.jwtBundleJson,
+          taintedJwtKeys: u.taintedJwtKeys.map((k) => ({ keyId: k.keyId, taintedAt: Number(k.taintedAt) * 1000 })),
+          jwtMaxTtlMs: Number(u.jwtMaxTtlSeconds) * 1000,
+        }),
+      );
       call.on('error', (e: unknown) => end(fromGrpcError(e)));
       call.on('end', () => end());
       return () => {
@@ -160,9 +180,24 @@ export function createCaClient(o: CaClientOptions): CaClient {
       }
       return createCertificate(client, request, await metadata());
     },
+    async mintJwtSvid(audiences, ttlSeconds = 0) {
+      const md = await metadata();
+      const started = performance.now();
+      o.metrics?.outgoingRequests.inc({ request_type: 'jwt' });
+      try {
+        const r = await jwt.mintJwtSvid(create(MintJwtSvidRequestSchema, { audience: [...audiences], ttlSeconds: BigInt(ttlSeconds) }), { metadata: md, deadline: Date.now() + timeoutMs });
+        return { token: r.token, spiffeId: r.spiffeId, expiresAt: Number(r.expiresAt) * 1000, keyId: r.keyId };
+      } catch (e) {
+        o.metrics?.failedOutgoingRequests.inc({ request_type: 'jwt' });
+        throw fromGrpcError(e);
+      } finally {
+        o.metrics?.outgoingLatency.inc({ request_type: 'jwt' }, performance.now() - started);
+      }
+    },
     close: () => {
       client.close();
       trust.close();
+      jwt.close();
       renewal.close();
     },
   };

@@ -2,6 +2,7 @@
  * Flags of `castellan agent` (also config-file keys and CASTELLAN_*
  * variables, see src/config/flags.ts) and their validation into AgentConfig.
  */
+import { resolve as resolvePath } from 'node:path';
 import { parseDuration, type FlagSpec, type FlagValues } from '../config/flags.ts';
 import { CastellanError } from '../platform/errors.ts';
 import { validateTrustDomain } from '../spiffe/id.ts';
@@ -15,6 +16,8 @@ export const AGENT_FLAGS: FlagSpec[] = [
   { name: 'trust-domain', type: 'string', arg: 'TD', default: 'cluster.local', help: 'trust domain the issued SPIFFE ID must belong to' },
   { name: 'sds-socket', type: 'string', arg: 'PATH', default: './var/run/secrets/workload-spiffe-uds/socket', help: 'Unix socket serving Envoy SDS' },
   { name: 'sds-socket-group', type: 'string', arg: 'GROUP', help: 'group (name or gid) allowed to connect: socket 0660, directory 0750 (default: owner only, 0600/0700)' },
+  { name: 'workload-api-socket', type: 'string', arg: 'PATH', help: 'also serve the SPIFFE Workload API (X.509- and JWT-SVIDs) on this Unix socket (docs/workload-api.md)' },
+  { name: 'workload-api-socket-group', type: 'string', arg: 'GROUP', help: 'group (name or gid) allowed to connect to the Workload API socket: 0660 (default: owner only, 0600)' },
   { name: 'cert-ttl', type: 'string', arg: 'DUR', default: '24h', help: 'requested certificate lifetime' },
   { name: 'key-type', type: 'string', arg: 'TYPE', default: 'ec-p256', help: `workload key type: ${KEY_TYPES.join('|')}` },
   { name: 'grace-ratio', type: 'string', arg: 'R', default: '0.5', help: 'renew when this fraction of the lifetime is left (± 0.02 jitter)' },
@@ -59,6 +62,11 @@ export function resolveAgentConfig(v: FlagValues): AgentConfig & { logLevel: str
   if (httpListen && !HOST_PORT.test(httpListen)) throw invalid(`--http-listen must be HOST:PORT or "off", got "${httpListen}"`);
   const group = s('sds-socket-group');
   if (group !== undefined && !/^[a-zA-Z0-9_.-]+$/.test(group)) throw invalid(`--sds-socket-group must be a group name or a gid, got "${group}"`);
+  const workloadApiSocket = s('workload-api-socket');
+  const workloadGroup = s('workload-api-socket-group');
+  if (workloadGroup !== undefined && !/^[a-zA-Z0-9_.-]+$/.test(workloadGroup)) throw invalid(`--workload-api-socket-group must be a group name or a gid, got "${workloadGroup}"`);
+  if (workloadGroup !== undefined && !workloadApiSocket) throw invalid('--workload-api-socket-group needs --workload-api-socket');
+  if (workloadApiSocket !== undefined && resolvePath(workloadApiSocket) === resolvePath(s('sds-socket')!)) throw invalid('--workload-api-socket must differ from --sds-socket');
   return {
     caAddress,
     caRootCertFile,
@@ -70,6 +78,8 @@ export function resolveAgentConfig(v: FlagValues): AgentConfig & { logLevel: str
     keyType: keyType as KeyType,
     graceRatio,
     outputDir: s('output-dir'),
+    workloadApiSocket,
+    workloadApiSocketGroup: workloadGroup,
     httpListen,
     renewWithCertificate: v['renew-with-certificate'] === true,
     logLevel: s('log-level')!,

@@ -14,6 +14,7 @@
 import { z } from 'zod';
 import { CastellanError } from '../platform/errors.ts';
 import { CA_KEY_TYPES } from './keys.ts';
+import { checkJwtKeys, JwtKeyRecordSchema } from './jwt-keys.ts';
 
 export const AUTHORITY_STATES = ['prepared', 'active', 'old', 'tainted', 'retired'] as const;
 export type AuthorityState = (typeof AUTHORITY_STATES)[number];
@@ -62,6 +63,8 @@ const KeyringSchema = z.strictObject({
   /** bumped by every change, so replicas and watchers can order documents */
   generation: z.number().int().nonnegative(),
   authorities: z.array(AuthorityRecordSchema).min(1),
+  /** JWT-SVID signing keys (src/ca/jwt-keys.ts); absent before the first start with JWT-SVIDs */
+  jwtKeys: z.array(JwtKeyRecordSchema).optional(),
 });
 export type KeyringDoc = z.infer<typeof KeyringSchema>;
 
@@ -134,6 +137,8 @@ export function parseKeyringDoc(text: string, where: string): KeyringDoc {
   }
   const active = doc.authorities.filter((a) => a.state === 'active').length;
   if (active !== 1) throw corruptKeyring(where, `expected exactly one active authority, found ${active}`);
+  const jwtProblem = checkJwtKeys(doc.jwtKeys ?? []);
+  if (jwtProblem) throw corruptKeyring(where, jwtProblem);
   return doc;
 }
 

@@ -15,6 +15,9 @@ import { CastellanError } from '../platform/errors.ts';
 import { buildAuthority, certInfo, type SigningAuthority } from './authority.ts';
 import type { AuthorityRecord, AuthorityState, KeyringDoc } from './keyring-doc.ts';
 import { parseCertificatesPem } from './pem.ts';
+import { autoThresholds } from './thresholds.ts';
+
+export { autoThresholds, type AutoThresholds } from './thresholds.ts';
 
 export interface KeyringView {
   /** the document's generation */
@@ -269,19 +272,6 @@ export function addLeaves(doc: KeyringDoc, deltas: ReadonlyMap<string, { issued:
 
 // ---- automatic rotation (self-signed roots) -----------------------------
 
-export interface AutoThresholds {
-  /** prepare the next root when this much of the active's life is left (ms) */
-  prepareAt: number;
-  /** activate it when this much is left (ms) */
-  activateAt: number;
-}
-
-/** SPIRE's thresholds: prepare at min(½ life, 30 d) left, activate at min(⅙ life, 7 d) left. */
-export function autoThresholds(notBefore: number, notAfter: number): AutoThresholds {
-  const life = notAfter - notBefore;
-  const day = 86_400_000;
-  return { prepareAt: Math.min(life / 2, 30 * day), activateAt: Math.min(life / 6, 7 * day) };
-}
 
 export type AutoStep = { kind: 'prepare' } | { kind: 'activate'; id: string } | { kind: 'retire'; id: string };
 

@@ -162,10 +162,11 @@ export class CaManager {
   private adopt(stored: StoredKeyring): void {
     const view = buildView(stored.doc, this.now, this.o.keystore.where);
     const previous = this.current;
+    const previousDoc = this.stored?.doc;
     this.stored = stored;
     this.current = view;
     // Leaf accounting changes the document often; listeners care about states only.
-    if (previous && statesOf(previous) === statesOf(view)) return;
+    if (previous && statesOf(previous, previousDoc) === statesOf(view, stored.doc)) return;
     for (const l of this.listeners) {
       try {
         l(view, previous);
@@ -234,6 +235,19 @@ export class CaManager {
 
   view(): KeyringView {
     return this.current;
+  }
+
+  /** The keyring document now (the JWT keys live in it, src/ca/jwt-manager.ts). */
+  document(): KeyringDoc {
+    return this.stored.doc;
+  }
+
+  /**
+   * Read-modify-write of the document with the keyring's concurrency rules
+   * (retried on conflict: `fn` may run more than once). For the JWT keys.
+   */
+  async updateDocument(fn: (doc: KeyringDoc) => KeyringDoc): Promise<KeyringDoc> {
+    return (await this.mutate(fn)) as KeyringDoc;
   }
 
   /** What automatic rotation would do next and when (shown by the admin API's Status). */
@@ -337,6 +351,6 @@ export class CaManager {
   }
 }
 
-function statesOf(v: KeyringView): string {
-  return v.records.map((r) => `${r.id}:${r.state}`).join(',');
+function statesOf(v: KeyringView, doc?: KeyringDoc): string {
+  return v.records.map((r) => `${r.id}:${r.state}`).join(',') + '|' + (doc?.jwtKeys ?? []).map((k) => `${k.kid}:${k.state}`).join(',');
 }

@@ -33,6 +33,7 @@ export const CA_FLAGS: FlagSpec[] = [
   { name: 'force', type: 'boolean', default: false, help: 'override a guard rail (prints what it risks)' },
   { name: 'cacerts-dir', type: 'string', arg: 'DIR', help: 'import: the new intermediate in Istio\'s cacerts layout' },
   { name: 'output', type: 'string', arg: 'FORMAT', default: 'text', help: 'text|json' },
+  { name: 'kind', type: 'string', arg: 'KIND', default: 'x509', help: 'prepare/activate/taint/retire: x509 (the CA authorities) or jwt (the JWT-SVID signing keys)' },
 ];
 
 const SUBCOMMANDS: Record<string, string> = {
@@ -42,6 +43,7 @@ const SUBCOMMANDS: Record<string, string> = {
   activate: 'sign with the prepared authority (or ID); the current one becomes old, still trusted',
   taint: 'mark the previous authority (or ID) tainted: agents re-issue what it signed at once',
   retire: 'remove the previous authority (or ID) from the trust bundle and erase its key',
+  // each of prepare, activate, taint and retire takes --kind jwt for the JWT-SVID signing keys
 };
 
 function usage(): string {
@@ -53,14 +55,19 @@ function usage(): string {
 const dash = (s: string): string => (s === '' ? '-' : s);
 const short = (t: string): string => (t === '' ? '-' : t.replace(/\.\d{3}Z$/, 'Z'));
 
-function authorityLines(a: Authority): string[] {
+function jwtKeyLines(a: Authority): string[] {
   return [
-    `${a.id}  ${a.state.toUpperCase()}  (${a.source}, ${a.keyType})`,
-    `    subject        ${dash(a.subject)}`,
-    `    valid          ${short(a.notBefore)} to ${short(a.notAfter)}`,
-    `    leaves         ${a.issued} issued (all replicas, as recorded), ${a.liveLeaves} live (this server, since it started), last expires ${short(a.lastLeafNotAfter)}`,
+    `${a.id}  ${a.state.toUpperCase()}  (JWT signing key, ${a.keyType})`,
+    `    planned life   ${short(a.notBefore)} to ${short(a.notAfter)}`,
+    `    tokens         ${a.issued} issued (all replicas, as recorded), last expires ${short(a.lastLeafNotAfter)}`,
     ...(a.state === 'retired' || a.state === 'active' ? [] : [`    retire safe at ${short(a.retireSafeAt)}`]),
-    `    history        ${[
+    `    history        ${historyOf(a)}`,
+  ];
+}
+
+function historyOf(a: Authority): string {
+  return (
+    [
       ['prepared', a.preparedAt],
       ['activated', a.activatedAt],
       ['deactivated', a.deactivatedAt],
@@ -69,13 +76,26 @@ function authorityLines(a: Authority): string[] {
     ]
       .filter(([, t]) => t)
       .map(([k, t]) => `${k} ${short(t!)}`)
-      .join(', ') || '-'}`,
+      .join(', ') || '-'
+  );
+}
+
+function authorityLines(a: Authority): string[] {
+  if (a.source === 'jwt') return jwtKeyLines(a);
+  return [
+    `${a.id}  ${a.state.toUpperCase()}  (${a.source}, ${a.keyType})`,
+    `    subject        ${dash(a.subject)}`,
+    `    valid          ${short(a.notBefore)} to ${short(a.notAfter)}`,
+    `    leaves         ${a.issued} issued (all replicas, as recorded), ${a.liveLeaves} live (this server, since it started), last expires ${short(a.lastLeafNotAfter)}`,
+    ...(a.state === 'retired' || a.state === 'active' ? [] : [`    retire safe at ${short(a.retireSafeAt)}`]),
+    `    history        ${historyOf(a)}`,
   ];
 }
 
 function statusText(s: StatusResponse): string {
   const head = `keyring ${s.keystore} (generation ${s.generation}), trust domain ${s.trustDomain}; this replica ${s.leader ? 'rotates' : 'does not rotate'}; automatic rotation ${s.autoRotation ? 'on' : 'off'}; propagation time ${s.propagationSeconds}s`;
-  return [head, '', ...s.authorities.flatMap((a) => [...authorityLines(a), ''])].join('\n');
+  const jwt = s.jwtKeys.length === 0 ? ['JWT-SVID signing keys: none (--no-jwt-svid)', ''] : ['JWT-SVID signing keys:', '', ...s.jwtKeys.flatMap((a) => [...jwtKeyLines(a), ''])];
+  return [head, '', ...s.authorities.flatMap((a) => [...authorityLines(a), '']), ...jwt].join('\n');
 }
 
 function transitionText(r: TransitionResponse): string {
@@ -107,6 +127,15 @@ export async function run(argv: string[]): Promise<number> {
   const output = values.output as string;
   if (output !== 'text' && output !== 'json') {
     process.stderr.write(`castellan ca ${sub}: --output must be text or json, got "${output}"\n`);
+    return 2;
+  }
+  const kind = values.kind as string;
+  if (kind !== 'x509' && kind !== 'jwt') {
+    process.stderr.write(`castellan ca ${sub}: --kind must be x509 or jwt, got "${kind}"\n`);
+    return 2;
+  }
+  if (kind === 'jwt' && (sub === 'import' || sub === 'status')) {
+    process.stderr.write(`castellan ca ${sub}: --kind jwt goes with prepare, activate, taint and retire (status shows both kinds)\n`);
     return 2;
   }
   const takesId = ['activate', 'taint', 'retire'].includes(sub);
@@ -145,9 +174,9 @@ export async function run(argv: string[]): Promise<number> {
       const s = await client.status(create(StatusRequestSchema, {}), { deadline });
       out = output === 'json' ? JSON.stringify(toJson(s), null, 2) + '\n' : statusText(s);
     } else {
-      const t = create(TransitionRequestSchema, { authorityId: id, force: values.force === true });
+      const t = create(TransitionRequestSchema, { authorityId: id, force: values.force === true, kind });
       const r =
-        sub === 'prepare' ? await client.prepare(create(PrepareRequestSchema, {}), { deadline })
+        sub === 'prepare' ? await client.prepare(create(PrepareRequestSchema, { kind }), { deadline })
         : sub === 'import' ? await client.import(importReq!, { deadline })
         : sub === 'activate' ? await client.activate(t, { deadline })
         : sub === 'taint' ? await client.taint(t, { deadline })

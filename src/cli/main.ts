@@ -11,6 +11,7 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<{ run(argv
   agent: { summary: 'run the node/sidecar agent serving Envoy SDS on a Unix socket', load: () => import('./agent.ts') },
   dev: { summary: 'all-in-one demo: CA, token issuer, two agents, an mTLS call (no Kubernetes)', load: () => import('./dev.ts') },
   authz: { summary: 'evaluate, test, lint and serve Istio AuthorizationPolicies', load: () => import('./authz.ts') },
+  workload: { summary: 'query a SPIFFE Workload API: fetch-x509, fetch-jwt, validate-jwt', load: () => import('./workload.ts') },
   console: { summary: 'a read-only web page of the CA: authorities on a timeline, bundle, leaves, rates, next steps', load: () => import('./console.ts') },
   ca: { summary: 'rotate the CA: status, prepare, import, activate, taint, retire (through the server\'s admin socket)', load: () => import('./ca.ts') },
 };

@@ -17,6 +17,7 @@ import { startCaServer, type CaServerHandle } from '../server/ca-server.ts';
 import { defaultServerConfig } from '../server/config.ts';
 import { watchSecrets, type SdsWatch, type WorkloadSecrets } from './sds-client.ts';
 import { callBackend, startBackend, type Backend } from './workloads.ts';
+import { startWorkloadApiDemo } from './workload-demo.ts';
 
 export interface DemoOptions {
   dataDir: string;
@@ -113,6 +114,7 @@ export async function startDemo(o: DemoOptions): Promise<Demo> {
           tokenFile,
           trustDomain: o.trustDomain,
           sdsSocket: join(dir, 'sds.sock'),
+          workloadApiSocket: join(dir, 'workload.sock'),
           certTtlMs: o.certTtlMs,
           keyType: 'ec-p256',
           graceRatio: 0.5,
@@ -172,6 +174,11 @@ export async function startDemo(o: DemoOptions): Promise<Demo> {
           await call('mTLS');
           print(`running   certificates live ${Math.round(o.certTtlMs / 1000)}s and renew at half-life; each renewal is printed and re-tested. Ctrl-C to stop.`);
           print(`rotate    in another terminal: npx castellan ca status --data-dir ${shown(join(o.dataDir, 'ca'))}  (then prepare, activate after 30 s, taint, retire)`);
+          const workloadSocket = agents.get('frontend')!.workload!.server.socketPath;
+          print(`spiffe    Workload API on ${shown(workloadSocket)}: npx castellan workload fetch-x509 --socket ${shown(workloadSocket)}`);
+          const wl = startWorkloadApiDemo({ callerSocket: workloadSocket, backendSocket: agents.get('backend')!.workload!.server.socketPath, backendPort: () => backend!.port, backendId: ids.backend, print, logger });
+          closers.push(wl.close);
+          await wl.done;
           resolveFirst();
         } catch (e) {
           print(`mTLS      frontend → backend FAILED: ${(e as Error).message}`);

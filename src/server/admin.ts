@@ -12,6 +12,8 @@ import { toGrpcError } from '../grpc/status.ts';
 import type { AuthorityStatus, CaManager } from '../ca/manager.ts';
 import { derToPem } from '../ca/pem.ts';
 import type { TransitionResult } from '../ca/keyring.ts';
+import type { JwtKeyManager, JwtKeyStatus } from '../ca/jwt-manager.ts';
+import type { JwtTransition } from '../ca/jwt-keys.ts';
 import { CastellanError } from '../platform/errors.ts';
 import type { Logger } from '../platform/logger.ts';
 import { prepareSocketPath, secureBoundSocket } from '../sds/socket.ts';
@@ -42,9 +44,38 @@ export function authorityMessage(s: AuthorityStatus): Authority {
   });
 }
 
+/** A JWT key as an Authority message: source "jwt", key_type the JWS alg, no subject. */
+export function jwtKeyMessage(k: JwtKeyStatus): Authority {
+  return create(AuthoritySchema, {
+    id: k.kid,
+    state: k.state,
+    source: 'jwt',
+    keyType: k.alg,
+    notBefore: k.createdAt,
+    notAfter: k.notAfter,
+    issued: BigInt(k.issued),
+    lastLeafNotAfter: k.lastTokenNotAfter ?? '',
+    retireSafeAt: k.retireSafeAt ?? '',
+    preparedAt: k.preparedAt ?? '',
+    activatedAt: k.activatedAt ?? '',
+    deactivatedAt: k.deactivatedAt ?? '',
+    taintedAt: k.taintedAt ?? '',
+    retiredAt: k.retiredAt ?? '',
+  });
+}
+
+/** Which keyring a transition is about: "x509" (or empty) or "jwt". */
+function kindOf(kind: string, jwtKeys: JwtKeyManager | undefined): 'x509' | JwtKeyManager {
+  if (kind === '' || kind === 'x509') return 'x509';
+  if (kind !== 'jwt') throw new CastellanError('INVALID_ARGUMENT', 'admin.kind', `kind must be "x509" or "jwt", got "${kind.slice(0, 32)}"`);
+  if (!jwtKeys) throw new CastellanError('FAILED_PRECONDITION', 'admin.no_jwt', 'this server mints no JWT-SVIDs (--no-jwt-svid): it has no JWT keys');
+  return jwtKeys;
+}
+
 export async function startAdminServer(o: {
   socketPath: string;
   manager: CaManager;
+  jwtKeys?: JwtKeyManager;
   keystoreWhere: string;
   propagationMs: number;
   autoRotate: boolean;
@@ -57,6 +88,10 @@ export async function startAdminServer(o: {
   const answer = (r: TransitionResult) => {
     const s = manager.status().find((a) => a.id === r.authority.id)!;
     return create(TransitionResponseSchema, { authority: authorityMessage(s), forcedRisk: r.forcedRisk ?? '' });
+  };
+  const answerJwt = (jwt: JwtKeyManager, r: JwtTransition) => {
+    const s = jwt.status().find((k) => k.kid === r.key.kid)!;
+    return create(TransitionResponseSchema, { authority: jwtKeyMessage(s), forcedRisk: r.forcedRisk ?? '' });
   };
   const unary =
     <Req, Res>(name: string, fn: (req: Req) => Promise<Res>): grpc.handleUnaryCall<Req, Res> =>
@@ -80,6 +115,7 @@ export async function startAdminServer(o: {
       propagationSeconds: BigInt(Math.round(o.propagationMs / 1000)),
       authorities: manager.status().map(authorityMessage),
       autoRotation: o.autoRotate,
+      jwtKeys: o.jwtKeys?.status().map(jwtKeyMessage) ?? [],
       trustBundlePem: manager.view().rootsDer.map((d) => derToPem(d)),
       nextStep: next.step?.kind ?? '',
       nextStepAuthorityId: next.step && next.step.kind !== 'prepare' ? next.step.id : '',
@@ -88,13 +124,25 @@ export async function startAdminServer(o: {
   };
   addService(server, AdminService, {
     status: unary('Status', async () => status()),
-    prepare: unary('Prepare', async () => answer(await manager.prepare())),
+    prepare: unary('Prepare', async (req) => {
+      const k = kindOf(req.kind, o.jwtKeys);
+      return k === 'x509' ? answer(await manager.prepare()) : answerJwt(k, await k.prepare());
+    }),
     import: unary('Import', async (req) =>
       answer(await manager.importPlugin({ 'ca-cert.pem': req.caCertPem, 'ca-key.pem': req.caKeyPem, 'root-cert.pem': req.rootCertPem, 'cert-chain.pem': req.certChainPem })),
     ),
-    activate: unary('Activate', async (req) => answer(await manager.activate(req.authorityId || undefined, req.force))),
-    taint: unary('Taint', async (req) => answer(await manager.taint(req.authorityId || undefined, req.force))),
-    retire: unary('Retire', async (req) => answer(await manager.retire(req.authorityId || undefined, req.force))),
+    activate: unary('Activate', async (req) => {
+      const k = kindOf(req.kind, o.jwtKeys);
+      return k === 'x509' ? answer(await manager.activate(req.authorityId || undefined, req.force)) : answerJwt(k, await k.activate(req.authorityId || undefined, req.force));
+    }),
+    taint: unary('Taint', async (req) => {
+      const k = kindOf(req.kind, o.jwtKeys);
+      return k === 'x509' ? answer(await manager.taint(req.authorityId || undefined, req.force)) : answerJwt(k, await k.taint(req.authorityId || undefined, req.force));
+    }),
+    retire: unary('Retire', async (req) => {
+      const k = kindOf(req.kind, o.jwtKeys);
+      return k === 'x509' ? answer(await manager.retire(req.authorityId || undefined, req.force)) : answerJwt(k, await k.retire(req.authorityId || undefined, req.force));
+    }),
   });
   // Bind with a umask that leaves the socket owner-only from its first instant.
   const old = process.umask(0o177);

@@ -27,8 +27,10 @@ import { CaManager } from '../ca/manager.ts';
 import { BatchSigner } from '../ca/signer/index.ts';
 import { createTokenAuthenticator } from '../identity/index.ts';
 import type { TokenAuthenticator } from '../identity/types.ts';
+import { JwtKeyManager } from '../ca/jwt-manager.ts';
 import { startNodeAuthorization } from './node-auth.ts';
 import { startAdminServer, type AdminServer } from './admin.ts';
+import { addJwtSvidService, jwtBundleFields } from './jwt-service.ts';
 import type { CaServiceDeps } from './ca-service.ts';
 import { clusterPorts } from './cluster-ports.ts';
 import type { ServerConfig } from './config.ts';
@@ -52,6 +54,8 @@ export interface CaServerHandle {
   readonly trustBundlePem: string;
   readonly metrics: CaMetrics;
   readonly manager: CaManager;
+  /** The JWT-SVID signing keys (absent with --no-jwt-svid). */
+  readonly jwtKeys?: JwtKeyManager;
   /** The authority that signs now. */
   authority(): SigningAuthority;
   /** Stops accepting calls, lets in-flight ones finish (up to the shutdown grace), frees everything. */
@@ -123,6 +127,9 @@ export async function startCaServer(config: ServerConfig, deps: CaServerDeps = {
   await ensurePrivateDir(config.dataDir);
   const { keystore, leader, publisher } = await clusterPorts(config, deps, logger);
   const manager = await startManager(config, { keystore, leader }, clock, logger);
+  const jwtKeys = config.jwt
+    ? await JwtKeyManager.start({ keyring: manager, alg: config.jwt.alg, keyTtlMs: config.jwt.keyTtlMs, propagationMs: config.propagationMs, autoRotate: config.autoRotate, leader, clock, logger })
+    : undefined;
   const first = manager.view();
   logger.info(
     { event: 'ca.loaded', keystore: keystore.where, id: first.active.id, keyType: first.active.keyType, notAfter: new Date(first.active.notAfter).toISOString(), authorities: first.records.length },
@@ -142,6 +149,7 @@ export async function startCaServer(config: ServerConfig, deps: CaServerDeps = {
   } catch (e) {
     // a configuration error (OIDC discovery naming another issuer): nothing started stays behind
     await signer.close();
+    await jwtKeys?.close();
     await manager.close();
     throw e;
   }
@@ -174,7 +182,8 @@ export async function startCaServer(config: ServerConfig, deps: CaServerDeps = {
 
   const server = grpcServer(config);
   addService(server, IstioCertificateService, istioCertificateService(serviceDeps));
-  addService(server, TrustService, trustService(serviceDeps, bundleWatchers));
+  addService(server, TrustService, trustService(serviceDeps, bundleWatchers, () => jwtBundleFields(jwtKeys, config.jwt)));
+  if (jwtKeys && config.jwt) addJwtSvidService(server, serviceDeps, jwtKeys, config.jwt);
   const health = new HealthImplementation({ '': 'SERVING', [CA_SERVICE_NAME]: 'SERVING' });
   health.addToServer(server);
 
@@ -190,6 +199,7 @@ export async function startCaServer(config: ServerConfig, deps: CaServerDeps = {
     admin = await startAdminServer({
       socketPath: config.adminSocket ?? join(config.dataDir, 'admin.sock'),
       manager,
+      jwtKeys,
       keystoreWhere: keystore.where,
       propagationMs: config.propagationMs,
       autoRotate: config.autoRotate,
@@ -201,6 +211,7 @@ export async function startCaServer(config: ServerConfig, deps: CaServerDeps = {
     nodeAuth.pods?.stop();
     await ops?.close();
     await signer.close();
+    await jwtKeys?.close();
     await manager.close();
     throw e;
   }
@@ -216,6 +227,7 @@ export async function startCaServer(config: ServerConfig, deps: CaServerDeps = {
     },
     metrics,
     manager,
+    jwtKeys,
     authority: () => manager.view().active,
     close() {
       closing ??= (async () => {
@@ -231,6 +243,7 @@ export async function startCaServer(config: ServerConfig, deps: CaServerDeps = {
         tokenAuth?.close();
         nodeAuth.pods?.stop();
         await ops?.close();
+        await jwtKeys?.close();
         await manager.close();
         await publisher?.close();
         logger.info({ event: 'server.stopped' }, 'CA server stopped');

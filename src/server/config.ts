@@ -8,6 +8,7 @@ import { CastellanError } from '../platform/errors.ts';
 import { parseDuration, type FlagSpec, type FlagValues } from '../config/flags.ts';
 import { validateTrustDomain } from '../spiffe/id.ts';
 import { CA_KEY_TYPES, type CaKeyType } from '../ca/keys.ts';
+import { JWT_SERVER_FLAGS, resolveJwtSvidConfig, type JwtSvidConfig } from './jwt-service.ts';
 import { parseTrustedNodeAccounts, type NodeAccount } from '../identity/impersonation.ts';
 
 export interface ServerConfig {
@@ -50,6 +51,8 @@ export interface ServerConfig {
   autoRotate: boolean;
   /** CreateCertificate calls per second (burst: one second's worth); 0 = unlimited */
   rateLimits: { perPeer: number; perIdentity: number };
+  /** JWT-SVID minting (src/server/jwt-service.ts); null with --no-jwt-svid */
+  jwt: JwtSvidConfig | null;
   /** service accounts (node agents such as ztunnel) allowed ImpersonatedIdentity for pods on their node; [] = off */
   trustedNodeAccounts: NodeAccount[];
   /** --kubeconfig (pods for node authorization; TokenReview and the keystore carry their own copy) */
@@ -94,6 +97,7 @@ export const SERVER_FLAGS: FlagSpec[] = [
   { name: 'rate-limit-per-identity', type: 'string', arg: 'N', default: '100', help: 'CreateCertificate calls per second for one SPIFFE ID; a node agent has this budget per (node agent, workload identity) (0 = unlimited)' },
   { name: 'trusted-node-accounts', type: 'string', multiple: true, arg: 'NS/SA', default: [], help: 'node agents (e.g. istio-system/ztunnel) that may request certificates for pods on their own node (ImpersonatedIdentity; also read from CA_TRUSTED_NODE_ACCOUNTS); needs token authentication and pods get/list/watch' },
   { name: 'manual-rotation', type: 'boolean', default: false, help: 'do not rotate self-signed roots automatically (prepare/activate/retire only by "castellan ca")' },
+  ...JWT_SERVER_FLAGS,
 ];
 
 function nsName(v: string, flag: string): { namespace: string; name: string } {
@@ -197,6 +201,7 @@ export function resolveServerConfig(v: FlagValues): ServerConfig {
     propagationMs: dur(s('propagation-time')!, 'propagation-time'),
     autoRotate: v['manual-rotation'] !== true,
     rateLimits: { perPeer: int(s('rate-limit-per-peer')!, 'rate-limit-per-peer', 0, 1_000_000), perIdentity: int(s('rate-limit-per-identity')!, 'rate-limit-per-identity', 0, 1_000_000) },
+    jwt: resolveJwtSvidConfig(v),
     trustedNodeAccounts: [],
     kubeconfig: s('kubeconfig'),
   };

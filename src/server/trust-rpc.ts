@@ -15,11 +15,14 @@ import { callerCredentials, nextRequestId } from './call.ts';
 /** The open WatchBundle streams; the keyring fan-out calls each on every change. */
 export type BundleWatchers = Set<(v: KeyringView) => void>;
 
-function watchBundle(deps: CaServiceDeps, watchers: BundleWatchers, call: grpc.ServerWritableStream<WatchBundleRequest, BundleUpdate>): void {
+/** More fields of every update (the JWT bundle, src/server/jwt-service.ts). */
+export type BundleExtra = () => Partial<Pick<BundleUpdate, 'jwtBundleJson' | 'taintedJwtKeys' | 'jwtMaxTtlSeconds'>>;
+
+function watchBundle(deps: CaServiceDeps, watchers: BundleWatchers, call: grpc.ServerWritableStream<WatchBundleRequest, BundleUpdate>, extra?: BundleExtra): void {
   const creds = callerCredentials(call);
   const requestId = nextRequestId();
   const send = (v: KeyringView): void => {
-    call.write(create(BundleUpdateSchema, { trustBundlePem: v.trustBundlePem, taintedAuthorityIds: [...v.taintedIds], generation: BigInt(v.generation), activeAuthorityId: v.active.id }));
+    call.write(create(BundleUpdateSchema, { trustBundlePem: v.trustBundlePem, taintedAuthorityIds: [...v.taintedIds], generation: BigInt(v.generation), activeAuthorityId: v.active.id, ...extra?.() }));
   };
   let watcher: ((v: KeyringView) => void) | undefined;
   const stop = (): void => {
@@ -56,6 +59,6 @@ function watchBundle(deps: CaServiceDeps, watchers: BundleWatchers, call: grpc.S
   );
 }
 
-export function trustService(deps: CaServiceDeps, watchers: BundleWatchers): GrpcHandlers<(typeof TrustService)['method']> {
-  return { watchBundle: (call) => watchBundle(deps, watchers, call) };
+export function trustService(deps: CaServiceDeps, watchers: BundleWatchers, extra?: BundleExtra): GrpcHandlers<(typeof TrustService)['method']> {
+  return { watchBundle: (call) => watchBundle(deps, watchers, call, extra) };
 }

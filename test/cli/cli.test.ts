@@ -108,6 +108,9 @@ describe('castellan CLI', () => {
     expect(r.stdout).toMatch(/frontend\s+spiffe:\/\/cluster\.local\/ns\/default\/sa\/frontend/);
     expect(r.stdout).toMatch(/backend\s+spiffe:\/\/cluster\.local\/ns\/default\/sa\/backend/);
     expect(r.stdout).toMatch(/mTLS .*: OK/);
+    expect(r.stdout).toMatch(/workload .*spiffe:\/\/cluster\.local\/ns\/default\/sa\/frontend from the Workload API → backend over mutual TLS: OK/);
+    expect(r.stdout).toMatch(/jwt-svid .*validated it \(ValidateJWTSVID\): caller is spiffe:\/\/cluster\.local\/ns\/default\/sa\/frontend/);
+    expect(r.stdout).toMatch(/jwt-svid .*another audience it is refused: INVALID_ARGUMENT/);
   }, 60_000);
 });
 

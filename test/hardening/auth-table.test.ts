@@ -11,6 +11,7 @@
  *   structurally: SAN text that merely looks like a URI, a SPIFFE ID in the
  *   subject, or two URIs never name a caller.
  */
+import { JwtSvidService } from '../../src/gen/castellan/v1/jwt_pb.js';
 import { webcrypto } from 'node:crypto';
 import { statSync } from 'node:fs';
 import { connect as tlsConnect } from 'node:tls';
@@ -75,6 +76,7 @@ type AnyService = GenService<GenServiceMethods>;
 const PORT_SERVICES: { service: AnyService; request: (m: { input: DescMessage }) => unknown }[] = [
   { service: IstioCertificateService as unknown as AnyService, request: (m) => create(m.input, { csr: csrPem, validityDuration: 3600n } as never) },
   { service: TrustService as unknown as AnyService, request: (m) => create(m.input, {}) },
+  { service: JwtSvidService as unknown as AnyService, request: (m) => create(m.input, { audience: ['spiffe://cluster.local/ns/default/sa/api'] } as never) },
 ];
 
 /** A client certificate from a CA this server does not know, naming a workload of its trust domain. */
@@ -141,7 +143,7 @@ async function callAs(service: AnyService, method: AnyService['methods'][number]
 describe('C8: every method on the CA port refuses every bad credential with UNAUTHENTICATED', () => {
   it('C8/the table covers every method of every service on the port', () => {
     const rows = PORT_SERVICES.flatMap((s) => s.service.methods.map((m) => `${s.service.typeName}/${m.name}`));
-    expect(rows.sort()).toEqual(['castellan.v1.TrustService/WatchBundle', 'istio.v1.auth.IstioCertificateService/CreateCertificate']);
+    expect(rows.sort()).toEqual(['castellan.v1.JwtSvidService/MintJwtSvid', 'castellan.v1.TrustService/WatchBundle', 'istio.v1.auth.IstioCertificateService/CreateCertificate']);
     // gRPC health (grpc.health.v1.Health/Check, Watch) is public on purpose, like the kubelet's probes,
     // and says only SERVING / NOT_SERVING.
   });

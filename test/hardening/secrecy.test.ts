@@ -260,11 +260,13 @@ describe('D5: a traced full run leaks no key, token or CSR anywhere', () => {
     }
 
     // ---- the secrets this run knows ----
-    const keyring = JSON.parse(readFileSync(join(caDir, 'keyring.json'), 'utf8')) as { authorities: { id: string; keyPem: string }[] };
+    const keyring = JSON.parse(readFileSync(join(caDir, 'keyring.json'), 'utf8')) as { authorities: { id: string; keyPem: string }[]; jwtKeys?: { kid: string; keyPem: string }[] };
     expect(keyring.authorities.length, 'prepare added a second authority').toBe(2);
+    expect(keyring.jwtKeys?.length, 'the JWT-SVID signing key').toBe(1);
     const devKey = JSON.parse(readFileSync(join(tmp.path, 'issuer', 'dev-issuer-key.json'), 'utf8')) as { d: string };
     const needles: Needle[] = [
       ...keyring.authorities.flatMap((a) => keyNeedles(`CA key ${a.id}`, a.keyPem)),
+      ...(keyring.jwtKeys ?? []).flatMap((k) => keyNeedles(`JWT signing key ${k.kid}`, k.keyPem)),
       ...[...agentKeys].flatMap((k, i) => keyNeedles(`agent key #${i + 1}`, k)),
       ...csrs.flatMap((c) => [...keyNeedles(`CSR key (${c.what})`, c.csr.keyPem), ...csrNeedles(c.what, c.csr.csrPem)]),
       ...tokens.flatMap((t) => tokenNeedles(t.what, t.token)),

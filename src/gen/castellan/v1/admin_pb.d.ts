@@ -199,6 +199,13 @@ export declare type StatusResponse = Message<"castellan.v1.StatusResponse"> & {
    * @generated from field: string next_step_at = 11;
    */
   nextStepAt: string;
+
+  /**
+   * The JWT-SVID signing keys (source "jwt", key_type the JWS alg; no subject).
+   *
+   * @generated from field: repeated castellan.v1.Authority jwt_keys = 12;
+   */
+  jwtKeys: Authority[];
 };
 
 /**
@@ -211,6 +218,12 @@ export declare const StatusResponseSchema: GenMessage<StatusResponse>;
  * @generated from message castellan.v1.PrepareRequest
  */
 export declare type PrepareRequest = Message<"castellan.v1.PrepareRequest"> & {
+  /**
+   * "x509" (default) or "jwt".
+   *
+   * @generated from field: string kind = 1;
+   */
+  kind: string;
 };
 
 /**
@@ -271,6 +284,13 @@ export declare type TransitionRequest = Message<"castellan.v1.TransitionRequest"
    * @generated from field: bool force = 2;
    */
   force: boolean;
+
+  /**
+   * "x509" (default) or "jwt": which keyring the id refers to.
+   *
+   * @generated from field: string kind = 3;
+   */
+  kind: string;
 };
 
 /**

@@ -58,6 +58,30 @@ export declare type BundleUpdate = Message<"castellan.v1.BundleUpdate"> & {
    * @generated from field: string active_authority_id = 4;
    */
   activeAuthorityId: string;
+
+  /**
+   * The JWT bundle: a JWK set (JSON) of every JWT signing key that is not
+   * retired, each with `kid` and `use: jwt-svid`; empty when the CA mints no
+   * JWT-SVIDs.
+   *
+   * @generated from field: string jwt_bundle_json = 5;
+   */
+  jwtBundleJson: string;
+
+  /**
+   * JWT keys that are tainted: still published, but a validator refuses a
+   * token one of them signed at or after `tainted_at`.
+   *
+   * @generated from field: repeated castellan.v1.TaintedJwtKey tainted_jwt_keys = 6;
+   */
+  taintedJwtKeys: TaintedJwtKey[];
+
+  /**
+   * Longest JWT-SVID lifetime the CA mints, seconds.
+   *
+   * @generated from field: int64 jwt_max_ttl_seconds = 7;
+   */
+  jwtMaxTtlSeconds: bigint;
 };
 
 /**
@@ -65,6 +89,29 @@ export declare type BundleUpdate = Message<"castellan.v1.BundleUpdate"> & {
  * Use `create(BundleUpdateSchema)` to create a new message.
  */
 export declare const BundleUpdateSchema: GenMessage<BundleUpdate>;
+
+/**
+ * @generated from message castellan.v1.TaintedJwtKey
+ */
+export declare type TaintedJwtKey = Message<"castellan.v1.TaintedJwtKey"> & {
+  /**
+   * @generated from field: string key_id = 1;
+   */
+  keyId: string;
+
+  /**
+   * Seconds since the epoch.
+   *
+   * @generated from field: int64 tainted_at = 2;
+   */
+  taintedAt: bigint;
+};
+
+/**
+ * Describes the message castellan.v1.TaintedJwtKey.
+ * Use `create(TaintedJwtKeySchema)` to create a new message.
+ */
+export declare const TaintedJwtKeySchema: GenMessage<TaintedJwtKey>;
 
 /**
  * @generated from service castellan.v1.TrustService

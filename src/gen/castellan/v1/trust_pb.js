@@ -12,7 +12,7 @@ import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2
  * Describes the file castellan/v1/trust.proto.
  */
 export const file_castellan_v1_trust = /*@__PURE__*/
-  fileDesc("ChhjYXN0ZWxsYW4vdjEvdHJ1c3QucHJvdG8SDGNhc3RlbGxhbi52MSIUChJXYXRjaEJ1bmRsZVJlcXVlc3QieAoMQnVuZGxlVXBkYXRlEhgKEHRydXN0X2J1bmRsZV9wZW0YASABKAkSHQoVdGFpbnRlZF9hdXRob3JpdHlfaWRzGAIgAygJEhIKCmdlbmVyYXRpb24YAyABKAQSGwoTYWN0aXZlX2F1dGhvcml0eV9pZBgEIAEoCTJdCgxUcnVzdFNlcnZpY2USTQoLV2F0Y2hCdW5kbGUSIC5jYXN0ZWxsYW4udjEuV2F0Y2hCdW5kbGVSZXF1ZXN0GhouY2FzdGVsbGFuLnYxLkJ1bmRsZVVwZGF0ZTABYgZwcm90bzM");
+  fileDesc("ChhjYXN0ZWxsYW4vdjEvdHJ1c3QucHJvdG8SDGNhc3RlbGxhbi52MSIUChJXYXRjaEJ1bmRsZVJlcXVlc3Qi5QEKDEJ1bmRsZVVwZGF0ZRIYChB0cnVzdF9idW5kbGVfcGVtGAEgASgJEh0KFXRhaW50ZWRfYXV0aG9yaXR5X2lkcxgCIAMoCRISCgpnZW5lcmF0aW9uGAMgASgEEhsKE2FjdGl2ZV9hdXRob3JpdHlfaWQYBCABKAkSFwoPand0X2J1bmRsZV9qc29uGAUgASgJEjUKEHRhaW50ZWRfand0X2tleXMYBiADKAsyGy5jYXN0ZWxsYW4udjEuVGFpbnRlZEp3dEtleRIbChNqd3RfbWF4X3R0bF9zZWNvbmRzGAcgASgDIjMKDVRhaW50ZWRKd3RLZXkSDgoGa2V5X2lkGAEgASgJEhIKCnRhaW50ZWRfYXQYAiABKAMyXQoMVHJ1c3RTZXJ2aWNlEk0KC1dhdGNoQnVuZGxlEiAuY2FzdGVsbGFuLnYxLldhdGNoQnVuZGxlUmVxdWVzdBoaLmNhc3RlbGxhbi52MS5CdW5kbGVVcGRhdGUwAWIGcHJvdG8z");
 
 /**
  * Describes the message castellan.v1.WatchBundleRequest.
@@ -27,6 +27,13 @@ export const WatchBundleRequestSchema = /*@__PURE__*/
  */
 export const BundleUpdateSchema = /*@__PURE__*/
   messageDesc(file_castellan_v1_trust, 1);
+
+/**
+ * Describes the message castellan.v1.TaintedJwtKey.
+ * Use `create(TaintedJwtKeySchema)` to create a new message.
+ */
+export const TaintedJwtKeySchema = /*@__PURE__*/
+  messageDesc(file_castellan_v1_trust, 2);
 
 /**
  * @generated from service castellan.v1.TrustService

@@ -108,6 +108,17 @@ export async function startSdsServer(o: SdsServerOptions): Promise<SdsServer> {
   const server = new grpc.Server({ 'grpc.max_receive_message_length': max, 'grpc.max_send_message_length': 4 * 1024 * 1024 });
   const open = new Set<() => void>();
   addService(server, SecretDiscoveryService, createSdsHandlers(o.store, logger, open));
+  const served = await serveOnUnixSocket(server, path, policy, open);
+  logger.info({ event: 'sds.listening', socket: path }, 'SDS listening');
+  return served;
+}
+
+/**
+ * Binds `server` to the socket `path` (prepared by prepareSocketPath), sets
+ * the socket's mode and group, and returns its handle. `open` holds one
+ * ender per open stream. Shared by SDS and the SPIFFE Workload API.
+ */
+export async function serveOnUnixSocket(server: grpc.Server, path: string, policy: SocketPolicy, open: Set<() => void>): Promise<SdsServer> {
   await bindServer(server, `unix:${path}`, grpc.ServerCredentials.createInsecure());
   try {
     await secureBoundSocket(path, policy);
@@ -115,7 +126,6 @@ export async function startSdsServer(o: SdsServerOptions): Promise<SdsServer> {
     server.forceShutdown();
     throw e;
   }
-  logger.info({ event: 'sds.listening', socket: path }, 'SDS listening');
   let closed = false;
   return {
     socketPath: path,

@@ -30,11 +30,12 @@ import {
   X509SVIDResponseSchema,
   X509SVIDSchema,
 } from '../gen/spiffe/workload/workload_pb.js';
-import { addService, bindServer, shutdownServer } from '../grpc/service.ts';
+import { addService } from '../grpc/service.ts';
 import { toGrpcError } from '../grpc/status.ts';
 import { asCastellanError, CastellanError } from '../platform/errors.ts';
 import { silentLogger, type Logger } from '../platform/logger.ts';
-import { prepareSocketPath, secureBoundSocket, type SocketPolicy } from '../sds/socket.ts';
+import { prepareSocketPath, type SocketPolicy } from '../sds/socket.ts';
+import { serveOnUnixSocket } from '../sds/server.ts';
 import { parseCertificatesPem } from '../ca/pem.ts';
 import { parseSpiffeId } from '../spiffe/id.ts';
 import type { IssuedCertificate } from '../agent/cache.ts';
@@ -270,32 +271,9 @@ export async function startWorkloadServer(o: WorkloadServerOptions): Promise<Wor
       return create(ValidateJWTSVIDResponseSchema, { spiffeId: r.spiffeId, claims: r.claims });
     }),
   });
-  await bindServer(server, `unix:${path}`, grpc.ServerCredentials.createInsecure());
-  try {
-    await secureBoundSocket(path, policy);
-  } catch (e) {
-    server.forceShutdown();
-    throw e;
-  }
+  const served = await serveOnUnixSocket(server, path, policy, open);
   logger.info({ event: 'workload.listening', socket: path, jwt: jwt !== undefined }, 'SPIFFE Workload API listening');
-  let closed = false;
-  return {
-    socketPath: path,
-    activeStreams: () => open.size,
-    async close() {
-      if (closed) return;
-      closed = true;
-      for (const end of [...open]) end();
-      await shutdownServer(server, 2000);
-      try {
-        const { lstat, unlink } = await import('node:fs/promises');
-        const st = await lstat(path);
-        if (st.isSocket()) await unlink(path);
-      } catch {
-        /* already gone */
-      }
-    },
-  };
+  return served;
 }
 
 /** The unencrypted PKCS#8 DER of the served key (the spec's x509_svid_key). */

@@ -82,6 +82,16 @@ export declare type BundleUpdate = Message<"castellan.v1.BundleUpdate"> & {
    * @generated from field: int64 jwt_max_ttl_seconds = 7;
    */
   jwtMaxTtlSeconds: bigint;
+
+  /**
+   * Bundles of the trust domains this one federates with, keyed by trust
+   * domain name ("other.example", never this trust domain). Each is to be
+   * trusted only for SPIFFE IDs of its own trust domain. Every update carries
+   * the complete set: a trust domain missing here is no longer federated.
+   *
+   * @generated from field: map<string, castellan.v1.FederatedBundle> federated_bundles = 8;
+   */
+  federatedBundles: { [key: string]: FederatedBundle };
 };
 
 /**
@@ -89,6 +99,40 @@ export declare type BundleUpdate = Message<"castellan.v1.BundleUpdate"> & {
  * Use `create(BundleUpdateSchema)` to create a new message.
  */
 export declare const BundleUpdateSchema: GenMessage<BundleUpdate>;
+
+/**
+ * One foreign trust domain's bundle, as last validated by the CA.
+ *
+ * @generated from message castellan.v1.FederatedBundle
+ */
+export declare type FederatedBundle = Message<"castellan.v1.FederatedBundle"> & {
+  /**
+   * X.509 authorities, PEM, concatenated; empty when the bundle has none.
+   *
+   * @generated from field: string x509_authorities_pem = 1;
+   */
+  x509AuthoritiesPem: string;
+
+  /**
+   * JWT authorities: a JWK set (JSON), each key with `kid`; empty when none.
+   *
+   * @generated from field: string jwt_bundle_json = 2;
+   */
+  jwtBundleJson: string;
+
+  /**
+   * The `spiffe_sequence` of the bundle document it came from (0 if absent).
+   *
+   * @generated from field: uint64 sequence = 3;
+   */
+  sequence: bigint;
+};
+
+/**
+ * Describes the message castellan.v1.FederatedBundle.
+ * Use `create(FederatedBundleSchema)` to create a new message.
+ */
+export declare const FederatedBundleSchema: GenMessage<FederatedBundle>;
 
 /**
  * @generated from message castellan.v1.TaintedJwtKey

@@ -12,7 +12,7 @@ import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2
  * Describes the file castellan/v1/trust.proto.
  */
 export const file_castellan_v1_trust = /*@__PURE__*/
-  fileDesc("ChhjYXN0ZWxsYW4vdjEvdHJ1c3QucHJvdG8SDGNhc3RlbGxhbi52MSIUChJXYXRjaEJ1bmRsZVJlcXVlc3Qi5QEKDEJ1bmRsZVVwZGF0ZRIYChB0cnVzdF9idW5kbGVfcGVtGAEgASgJEh0KFXRhaW50ZWRfYXV0aG9yaXR5X2lkcxgCIAMoCRISCgpnZW5lcmF0aW9uGAMgASgEEhsKE2FjdGl2ZV9hdXRob3JpdHlfaWQYBCABKAkSFwoPand0X2J1bmRsZV9qc29uGAUgASgJEjUKEHRhaW50ZWRfand0X2tleXMYBiADKAsyGy5jYXN0ZWxsYW4udjEuVGFpbnRlZEp3dEtleRIbChNqd3RfbWF4X3R0bF9zZWNvbmRzGAcgASgDIjMKDVRhaW50ZWRKd3RLZXkSDgoGa2V5X2lkGAEgASgJEhIKCnRhaW50ZWRfYXQYAiABKAMyXQoMVHJ1c3RTZXJ2aWNlEk0KC1dhdGNoQnVuZGxlEiAuY2FzdGVsbGFuLnYxLldhdGNoQnVuZGxlUmVxdWVzdBoaLmNhc3RlbGxhbi52MS5CdW5kbGVVcGRhdGUwAWIGcHJvdG8z");
+  fileDesc("ChhjYXN0ZWxsYW4vdjEvdHJ1c3QucHJvdG8SDGNhc3RlbGxhbi52MSIUChJXYXRjaEJ1bmRsZVJlcXVlc3QiigMKDEJ1bmRsZVVwZGF0ZRIYChB0cnVzdF9idW5kbGVfcGVtGAEgASgJEh0KFXRhaW50ZWRfYXV0aG9yaXR5X2lkcxgCIAMoCRISCgpnZW5lcmF0aW9uGAMgASgEEhsKE2FjdGl2ZV9hdXRob3JpdHlfaWQYBCABKAkSFwoPand0X2J1bmRsZV9qc29uGAUgASgJEjUKEHRhaW50ZWRfand0X2tleXMYBiADKAsyGy5jYXN0ZWxsYW4udjEuVGFpbnRlZEp3dEtleRIbChNqd3RfbWF4X3R0bF9zZWNvbmRzGAcgASgDEksKEWZlZGVyYXRlZF9idW5kbGVzGAggAygLMjAuY2FzdGVsbGFuLnYxLkJ1bmRsZVVwZGF0ZS5GZWRlcmF0ZWRCdW5kbGVzRW50cnkaVgoVRmVkZXJhdGVkQnVuZGxlc0VudHJ5EgsKA2tleRgBIAEoCRIsCgV2YWx1ZRgCIAEoCzIdLmNhc3RlbGxhbi52MS5GZWRlcmF0ZWRCdW5kbGU6AjgBIloKD0ZlZGVyYXRlZEJ1bmRsZRIcChR4NTA5X2F1dGhvcml0aWVzX3BlbRgBIAEoCRIXCg9qd3RfYnVuZGxlX2pzb24YAiABKAkSEAoIc2VxdWVuY2UYAyABKAQiMwoNVGFpbnRlZEp3dEtleRIOCgZrZXlfaWQYASABKAkSEgoKdGFpbnRlZF9hdBgCIAEoAzJdCgxUcnVzdFNlcnZpY2USTQoLV2F0Y2hCdW5kbGUSIC5jYXN0ZWxsYW4udjEuV2F0Y2hCdW5kbGVSZXF1ZXN0GhouY2FzdGVsbGFuLnYxLkJ1bmRsZVVwZGF0ZTABYgZwcm90bzM");
 
 /**
  * Describes the message castellan.v1.WatchBundleRequest.
@@ -29,11 +29,18 @@ export const BundleUpdateSchema = /*@__PURE__*/
   messageDesc(file_castellan_v1_trust, 1);
 
 /**
+ * Describes the message castellan.v1.FederatedBundle.
+ * Use `create(FederatedBundleSchema)` to create a new message.
+ */
+export const FederatedBundleSchema = /*@__PURE__*/
+  messageDesc(file_castellan_v1_trust, 2);
+
+/**
  * Describes the message castellan.v1.TaintedJwtKey.
  * Use `create(TaintedJwtKeySchema)` to create a new message.
  */
 export const TaintedJwtKeySchema = /*@__PURE__*/
-  messageDesc(file_castellan_v1_trust, 2);
+  messageDesc(file_castellan_v1_trust, 3);
 
 /**
  * @generated from service castellan.v1.TrustService

@@ -50,7 +50,7 @@ export interface LeaseElector extends LeaderElector {
   /** Resolves when no attempt is in flight (tests driving a FakeClock wait on it). */
   idle(): Promise<void>;
   /** The Lease as last read or written (diagnostics). */
-  readonly lastSeen: () => V1Lease | undefined;
+  lastSeen(): V1Lease | undefined;
 }
 
 function timeOf(v: unknown): number | undefined {
@@ -63,60 +63,129 @@ function timeOf(v: unknown): number | undefined {
 }
 
 export function leaseElector(o: LeaseElectorOptions): LeaseElector {
-  const leaseDurationMs = o.leaseDurationMs ?? 15_000;
-  const renewIntervalMs = o.renewIntervalMs ?? 5_000;
-  if (!(leaseDurationMs > 0) || !(renewIntervalMs > 0) || renewIntervalMs >= leaseDurationMs) {
-    throw new CastellanError('INVALID_ARGUMENT', 'lease.config', `lease renew interval (${renewIntervalMs} ms) must be positive and shorter than the lease duration (${leaseDurationMs} ms)`);
-  }
-  if (!o.identity) throw new CastellanError('INVALID_ARGUMENT', 'lease.config', 'lease holder identity must not be empty');
-  const kc = o.kubeConfig ?? loadKubeConfig(o.kubeconfig);
-  const api = kc.makeApiClient(CoordinationV1Api);
-  const clock = o.clock ?? systemClock;
-  const logger = o.logger ?? silentLogger();
-  const { namespace, name, identity } = o;
-  const where = `Lease ${namespace}/${name}`;
-  const durationSec = Math.max(1, Math.ceil(leaseDurationMs / 1000));
+  return new KubeLeaseElector(o);
+}
+
+/** One elector: the state of the Lease as this replica sees it, and the loop that keeps it. */
+class KubeLeaseElector implements LeaseElector {
+  private readonly api: CoordinationV1Api;
+  private readonly clock: Clock;
+  private readonly logger: Logger;
+  private readonly namespace: string;
+  private readonly name: string;
+  private readonly identity: string;
+  private readonly where: string;
+  private readonly renewIntervalMs: number;
+  private readonly durationSec: number;
   /** a leader that has not renewed for this long steps down */
-  const renewDeadlineMs = leaseDurationMs - renewIntervalMs;
+  private readonly renewDeadlineMs: number;
   /** an API call that takes longer is abandoned (its answer, if any, is ignored until the next read) */
-  const callTimeoutMs = renewIntervalMs;
+  private readonly callTimeoutMs: number;
 
-  const listeners = new Set<(leader: boolean) => void>();
-  let leader = false;
-  let closed = false;
-  let lease: V1Lease | undefined;
+  private readonly listeners = new Set<(leader: boolean) => void>();
+  private leader = false;
+  private closed = false;
+  private lease: V1Lease | undefined;
   /** when this elector first saw the Lease in its current state (holder, renewTime, resourceVersion) */
-  let observed: { key: string; at: number } | undefined;
-  let timer: TimerHandle | undefined;
-  let deadline: TimerHandle | undefined;
-  let busy: Promise<void> = Promise.resolve();
-  let failing = false;
+  private observed: { key: string; at: number } | undefined;
+  private timer: TimerHandle | undefined;
+  private deadline: TimerHandle | undefined;
+  private busy: Promise<void> = Promise.resolve();
+  private failing = false;
 
-  const setLeader = (v: boolean, why: string): void => {
-    if (v === leader) return;
-    leader = v;
-    if (v) logger.info({ event: 'lease.acquired', where, identity }, `this replica (${identity}) now holds ${where}: ${why}`);
-    else logger.info({ event: 'lease.lost', where, identity }, `this replica (${identity}) no longer holds ${where}: ${why}`);
-    for (const l of listeners) {
+  constructor(o: LeaseElectorOptions) {
+    const leaseDurationMs = o.leaseDurationMs ?? 15_000;
+    const renewIntervalMs = o.renewIntervalMs ?? 5_000;
+    if (!(leaseDurationMs > 0) || !(renewIntervalMs > 0) || renewIntervalMs >= leaseDurationMs) {
+      throw new CastellanError('INVALID_ARGUMENT', 'lease.config', `lease renew interval (${renewIntervalMs} ms) must be positive and shorter than the lease duration (${leaseDurationMs} ms)`);
+    }
+    if (!o.identity) throw new CastellanError('INVALID_ARGUMENT', 'lease.config', 'lease holder identity must not be empty');
+    const kc = o.kubeConfig ?? loadKubeConfig(o.kubeconfig);
+    this.api = kc.makeApiClient(CoordinationV1Api);
+    this.clock = o.clock ?? systemClock;
+    this.logger = o.logger ?? silentLogger();
+    this.namespace = o.namespace;
+    this.name = o.name;
+    this.identity = o.identity;
+    this.where = `Lease ${o.namespace}/${o.name}`;
+    this.renewIntervalMs = renewIntervalMs;
+    this.durationSec = Math.max(1, Math.ceil(leaseDurationMs / 1000));
+    this.renewDeadlineMs = leaseDurationMs - renewIntervalMs;
+    this.callTimeoutMs = renewIntervalMs;
+    this.run();
+  }
+
+  isLeader(): boolean {
+    return this.leader && !this.closed;
+  }
+
+  onChange(listener: (leader: boolean) => void): void {
+    this.listeners.add(listener);
+  }
+
+  idle(): Promise<void> {
+    return this.busy;
+  }
+
+  lastSeen(): V1Lease | undefined {
+    return this.lease;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.timer?.cancel();
+    await this.busy.catch(() => undefined);
+    this.deadline?.cancel();
+    const held = this.lease?.spec?.holderIdentity === this.identity;
+    this.setLeader(false, 'closing');
+    if (!held || !this.lease) return;
+    try {
+      await this.release(this.lease);
+      this.logger.info({ event: 'lease.released', where: this.where, identity: this.identity }, `released ${this.where}`);
+    } catch (e) {
+      if (isStatus(e, 409)) {
+        try {
+          const l = await this.withTimeout(this.api.readNamespacedLease({ name: this.name, namespace: this.namespace }), 'get');
+          if (l.spec?.holderIdentity === this.identity) await this.release(l);
+        } catch (e2) {
+          this.fail('release', e2);
+        }
+      } else this.fail('release', e);
+    }
+  }
+
+  private async release(current: V1Lease): Promise<void> {
+    const now = this.clock.now();
+    await this.put(current, { leaseDurationSeconds: 1, leaseTransitions: current.spec?.leaseTransitions ?? 0, acquireTime: new V1MicroTime(now), renewTime: new V1MicroTime(now) }, 'release');
+  }
+
+  private setLeader(v: boolean, why: string): void {
+    if (v === this.leader) return;
+    this.leader = v;
+    const { where, identity } = this;
+    if (v) this.logger.info({ event: 'lease.acquired', where, identity }, `this replica (${identity}) now holds ${where}: ${why}`);
+    else this.logger.info({ event: 'lease.lost', where, identity }, `this replica (${identity}) no longer holds ${where}: ${why}`);
+    for (const l of this.listeners) {
       try {
         l(v);
       } catch (e) {
-        logger.error({ event: 'lease.listener_failed', err: e }, 'a leadership listener failed');
+        this.logger.error({ event: 'lease.listener_failed', err: e }, 'a leadership listener failed');
       }
     }
-  };
+  }
 
-  const renewed = (at: number): void => {
-    deadline?.cancel();
-    deadline = clock.setTimer(() => {
-      deadline = undefined;
-      if (!closed) setLeader(false, `could not renew it for ${renewDeadlineMs} ms`);
-    }, renewDeadlineMs - (clock.now() - at));
-  };
+  private renewed(at: number): void {
+    this.deadline?.cancel();
+    this.deadline = this.clock.setTimer(() => {
+      this.deadline = undefined;
+      if (!this.closed) this.setLeader(false, `could not renew it for ${this.renewDeadlineMs} ms`);
+    }, this.renewDeadlineMs - (this.clock.now() - at));
+  }
 
-  const withTimeout = <T>(p: Promise<T>, what: string): Promise<T> =>
-    new Promise<T>((resolve, reject) => {
-      const t = clock.setTimer(() => reject(new CastellanError('DEADLINE_EXCEEDED', 'lease.timeout', `${what} ${where} took longer than ${callTimeoutMs} ms`)), callTimeoutMs);
+  private withTimeout<T>(p: Promise<T>, what: string): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const t = this.clock.setTimer(() => reject(new CastellanError('DEADLINE_EXCEEDED', 'lease.timeout', `${what} ${this.where} took longer than ${this.callTimeoutMs} ms`)), this.callTimeoutMs);
       p.then(
         (v) => {
           t.cancel();
@@ -128,152 +197,125 @@ export function leaseElector(o: LeaseElectorOptions): LeaseElector {
         },
       );
     });
+  }
 
-  const observe = (l: V1Lease, now: number): void => {
-    lease = l;
+  private observe(l: V1Lease, now: number): void {
+    this.lease = l;
     const key = `${l.spec?.holderIdentity ?? ''}|${timeOf(l.spec?.renewTime) ?? ''}|${l.metadata?.resourceVersion ?? ''}`;
-    if (observed?.key !== key) observed = { key, at: now };
-  };
+    if (this.observed?.key !== key) this.observed = { key, at: now };
+  }
 
   /** When the Lease as last seen stops being valid (by its record and by this elector's own observation). */
-  const expiresAt = (l: V1Lease): number => {
-    const dur = (l.spec?.leaseDurationSeconds ?? durationSec) * 1000;
+  private expiresAt(l: V1Lease): number {
+    const dur = (l.spec?.leaseDurationSeconds ?? this.durationSec) * 1000;
     const renew = timeOf(l.spec?.renewTime) ?? timeOf(l.spec?.acquireTime) ?? 0;
-    return Math.max(renew, observed?.at ?? clock.now()) + dur;
-  };
+    return Math.max(renew, this.observed?.at ?? this.clock.now()) + dur;
+  }
 
-  const spec = (prev: V1Lease | undefined, now: number, takeover: boolean): V1Lease['spec'] => ({
-    holderIdentity: identity,
-    leaseDurationSeconds: durationSec,
-    acquireTime: takeover || !prev?.spec?.acquireTime ? new V1MicroTime(now) : prev.spec.acquireTime,
-    renewTime: new V1MicroTime(now),
-    leaseTransitions: (prev?.spec?.leaseTransitions ?? 0) + (takeover && prev ? 1 : 0),
-  });
+  private spec(prev: V1Lease | undefined, now: number, takeover: boolean): V1Lease['spec'] {
+    return {
+      holderIdentity: this.identity,
+      leaseDurationSeconds: this.durationSec,
+      acquireTime: takeover || !prev?.spec?.acquireTime ? new V1MicroTime(now) : prev.spec.acquireTime,
+      renewTime: new V1MicroTime(now),
+      leaseTransitions: (prev?.spec?.leaseTransitions ?? 0) + (takeover && prev ? 1 : 0),
+    };
+  }
 
-  const put = (current: V1Lease, s: V1Lease['spec'], what: string): Promise<V1Lease> =>
-    withTimeout(api.replaceNamespacedLease({ name, namespace, body: { apiVersion: 'coordination.k8s.io/v1', kind: 'Lease', metadata: { ...current.metadata, name, namespace }, spec: s } }), what);
+  private put(current: V1Lease, s: V1Lease['spec'], what: string): Promise<V1Lease> {
+    const { name, namespace } = this;
+    return this.withTimeout(this.api.replaceNamespacedLease({ name, namespace, body: { apiVersion: 'coordination.k8s.io/v1', kind: 'Lease', metadata: { ...current.metadata, name, namespace }, spec: s } }), what);
+  }
 
-  const fail = (what: string, e: unknown): void => {
-    const level = failing ? 'debug' : 'warn';
-    failing = true;
-    logger[level]({ event: 'lease.api_failed', where, identity, why: e instanceof CastellanError ? e.message : describeKubeFailure(e), leader }, `cannot ${what} ${where}`);
-  };
+  private fail(what: string, e: unknown): void {
+    const level = this.failing ? 'debug' : 'warn';
+    this.failing = true;
+    this.logger[level]({ event: 'lease.api_failed', where: this.where, identity: this.identity, why: e instanceof CastellanError ? e.message : describeKubeFailure(e), leader: this.leader }, `cannot ${what} ${this.where}`);
+  }
 
   /** One attempt: read (or use what this leader wrote last), then create, renew, take over or follow. */
-  const attempt = async (retryOnConflict: boolean): Promise<void> => {
+  private async attempt(retryOnConflict: boolean): Promise<void> {
     let current: V1Lease | null;
-    if (leader && lease) current = lease;
+    if (this.leader && this.lease) current = this.lease;
     else {
       try {
-        current = await withTimeout(api.readNamespacedLease({ name, namespace }), 'get');
+        current = await this.withTimeout(this.api.readNamespacedLease({ name: this.name, namespace: this.namespace }), 'get');
       } catch (e) {
         if (isStatus(e, 404)) current = null;
-        else return fail('get', e);
+        else return this.fail('get', e);
       }
     }
-    if (closed) return;
-    const now = clock.now();
-    if (current === null) {
-      try {
-        const l = await withTimeout(api.createNamespacedLease({ namespace, body: { apiVersion: 'coordination.k8s.io/v1', kind: 'Lease', metadata: { name, namespace }, spec: spec(undefined, now, true) } }), 'create');
-        failing = false;
-        observe(l, now);
-        if (closed) return;
-        renewed(now);
-        setLeader(true, 'created it');
-      } catch (e) {
-        if (isStatus(e, 409)) {
-          lease = undefined;
-          logger.debug({ event: 'lease.create_lost', where, identity }, 'another replica created the Lease first');
-          if (retryOnConflict) return attempt(false);
-        } else if (isStatus(e, 404)) fail('create (its namespace does not exist)', e);
-        else fail('create', e);
-      }
-      return;
+    if (this.closed) return;
+    const now = this.clock.now();
+    if (current === null) return this.create(now, retryOnConflict);
+    return this.renewOrTakeOver(current, now, retryOnConflict);
+  }
+
+  /** No Lease yet: create it, holding it (409: another replica won). */
+  private async create(now: number, retryOnConflict: boolean): Promise<void> {
+    const { name, namespace } = this;
+    try {
+      const l = await this.withTimeout(this.api.createNamespacedLease({ namespace, body: { apiVersion: 'coordination.k8s.io/v1', kind: 'Lease', metadata: { name, namespace }, spec: this.spec(undefined, now, true) } }), 'create');
+      this.failing = false;
+      this.observe(l, now);
+      if (this.closed) return;
+      this.renewed(now);
+      this.setLeader(true, 'created it');
+    } catch (e) {
+      if (isStatus(e, 409)) {
+        this.lease = undefined;
+        this.logger.debug({ event: 'lease.create_lost', where: this.where, identity: this.identity }, 'another replica created the Lease first');
+        if (retryOnConflict) return this.attempt(false);
+      } else if (isStatus(e, 404)) this.fail('create (its namespace does not exist)', e);
+      else this.fail('create', e);
     }
+  }
+
+  /** The Lease exists: renew it if ours, take it over if released or expired, else follow. */
+  private async renewOrTakeOver(current: V1Lease, now: number, retryOnConflict: boolean): Promise<void> {
     const holder = current.spec?.holderIdentity;
-    const mine = holder === identity;
-    if (!mine) observe(current, now);
-    const free = !holder || now > expiresAt(current);
+    const mine = holder === this.identity;
+    if (!mine) this.observe(current, now);
+    const free = !holder || now > this.expiresAt(current);
     if (!mine && !free) {
-      failing = false;
-      setLeader(false, `held by ${holder}`);
+      this.failing = false;
+      this.setLeader(false, `held by ${holder}`);
       return;
     }
     try {
-      const l = await put(current, spec(current, now, !mine), mine ? 'renew' : 'take over');
-      failing = false;
-      observe(l, now);
-      if (closed) return;
-      renewed(now);
-      setLeader(true, mine ? 'renewed' : holder ? `took it over from ${holder} (expired)` : 'it was released');
+      const l = await this.put(current, this.spec(current, now, !mine), mine ? 'renew' : 'take over');
+      this.failing = false;
+      this.observe(l, now);
+      if (this.closed) return;
+      this.renewed(now);
+      this.setLeader(true, mine ? 'renewed' : holder ? `took it over from ${holder} (expired)` : 'it was released');
     } catch (e) {
-      if (isStatus(e, 409)) {
-        // changed under us: someone renewed, took over or edited it; look again at once
-        lease = undefined;
-        if (retryOnConflict) return attempt(false);
-      } else if (isStatus(e, 404)) {
-        lease = undefined;
-        if (retryOnConflict) return attempt(false);
-      } else fail(mine ? 'renew' : 'take over', e);
+      if (isStatus(e, 409) || isStatus(e, 404)) {
+        // 409: changed under us (someone renewed, took over or edited it); 404: deleted; look again at once
+        this.lease = undefined;
+        if (retryOnConflict) return this.attempt(false);
+      } else this.fail(mine ? 'renew' : 'take over', e);
     }
-  };
-
-  const schedule = (): void => {
-    if (closed) return;
-    let delay = renewIntervalMs;
-    if (!leader && lease?.spec?.holderIdentity && lease.spec.holderIdentity !== identity) {
-      // wake up right when the holder's lease runs out, if that is sooner
-      delay = Math.max(1, Math.min(renewIntervalMs, expiresAt(lease) - clock.now() + 1));
-    }
-    timer = clock.setTimer(() => {
-      timer = undefined;
-      run();
-    }, delay);
-  };
-
-  function run(): void {
-    if (closed) return;
-    busy = attempt(true)
-      .catch((e: unknown) => fail('use', e))
-      .finally(schedule);
   }
 
-  run();
+  private schedule(): void {
+    if (this.closed) return;
+    let delay = this.renewIntervalMs;
+    const holder = this.lease?.spec?.holderIdentity;
+    if (!this.leader && this.lease && holder && holder !== this.identity) {
+      // wake up right when the holder's lease runs out, if that is sooner
+      delay = Math.max(1, Math.min(this.renewIntervalMs, this.expiresAt(this.lease) - this.clock.now() + 1));
+    }
+    this.timer = this.clock.setTimer(() => {
+      this.timer = undefined;
+      this.run();
+    }, delay);
+  }
 
-  return {
-    isLeader: () => leader && !closed,
-    onChange(listener) {
-      listeners.add(listener);
-    },
-    idle: () => busy,
-    lastSeen: () => lease,
-    async close() {
-      if (closed) return;
-      closed = true;
-      timer?.cancel();
-      await busy.catch(() => undefined);
-      deadline?.cancel();
-      const held = lease?.spec?.holderIdentity === identity;
-      setLeader(false, 'closing');
-      if (!held || !lease) return;
-      const release = async (current: V1Lease): Promise<void> => {
-        const now = clock.now();
-        await put(current, { leaseDurationSeconds: 1, leaseTransitions: current.spec?.leaseTransitions ?? 0, acquireTime: new V1MicroTime(now), renewTime: new V1MicroTime(now) }, 'release');
-      };
-      try {
-        await release(lease);
-        logger.info({ event: 'lease.released', where, identity }, `released ${where}`);
-      } catch (e) {
-        if (isStatus(e, 409)) {
-          try {
-            const l = await withTimeout(api.readNamespacedLease({ name, namespace }), 'get');
-            if (l.spec?.holderIdentity === identity) await release(l);
-          } catch (e2) {
-            fail('release', e2);
-          }
-        } else fail('release', e);
-      }
-    },
-  };
+  private run(): void {
+    if (this.closed) return;
+    this.busy = this.attempt(true)
+      .catch((e: unknown) => this.fail('use', e))
+      .finally(() => this.schedule());
+  }
 }

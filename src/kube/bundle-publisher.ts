@@ -26,7 +26,7 @@ import { systemClock, type Clock, type TimerHandle } from '../platform/clock.ts'
 import { CastellanError } from '../platform/errors.ts';
 import { silentLogger, type Logger } from '../platform/logger.ts';
 import { describeKubeFailure, isStatus, kubeFailure } from './api-errors.ts';
-import { listWatch, type ListWatchHandle } from './list-watch.ts';
+import { listWatch, type ListWatchHandle, type WatchEventType } from './list-watch.ts';
 import { loadKubeConfig } from './kubeconfig.ts';
 
 export const DEFAULT_BUNDLE_CONFIGMAP = 'istio-ca-root-cert';
@@ -71,7 +71,7 @@ export interface ConfigMapBundlePublisher extends TrustBundlePublisher {
   idle(): Promise<void>;
   /** Resolves once the namespace watch has listed the namespaces. */
   readonly watching: Promise<void>;
-  readonly watchStats: () => { lists: number; watches: number; gone: number };
+  watchStats(): { lists: number; watches: number; gone: number };
 }
 
 /** Every namespace matching `selector`, page by page; an expired continue token starts the list again (once). */
@@ -144,200 +144,239 @@ async function writeBundle(api: CoreV1Api, ns: string, cmName: string, key: stri
   throw new CastellanError('ABORTED', 'bundle.conflict', 'the ConfigMap kept changing while being written');
 }
 
+/** A namespace that can hold a ConfigMap (named, not being deleted). */
+const usable = (ns: V1Namespace): boolean => !!ns.metadata?.name && ns.status?.phase !== 'Terminating';
+
 export function configMapBundlePublisher(o: BundlePublisherOptions = {}): ConfigMapBundlePublisher {
-  const kc = o.kubeConfig ?? loadKubeConfig(o.kubeconfig);
-  const api = kc.makeApiClient(CoreV1Api);
-  const logger = o.logger ?? silentLogger();
-  const clock = o.clock ?? systemClock;
-  const cmName = o.configMapName ?? DEFAULT_BUNDLE_CONFIGMAP;
-  const key = o.key ?? DEFAULT_BUNDLE_KEY;
-  const selector = o.namespaceSelector || undefined;
-  const concurrency = Math.max(1, o.concurrency ?? 8);
-  const retryMs = o.retryMs ?? 30_000;
-  const pageSize = o.pageSize ?? 500;
-  const what = selector ? `namespaces matching "${selector}"` : 'all namespaces';
+  return new BundlePublisher(o);
+}
+
+/** The publisher's state: what each namespace holds, and one queue of writes. */
+class BundlePublisher implements ConfigMapBundlePublisher {
+  readonly watching: Promise<void>;
+  private readonly api: CoreV1Api;
+  private readonly logger: Logger;
+  private readonly clock: Clock;
+  private readonly cmName: string;
+  private readonly key: string;
+  private readonly selector: string | undefined;
+  private readonly concurrency: number;
+  private readonly retryMs: number;
+  private readonly pageSize: number;
+  private readonly what: string;
+  private readonly leader: Pick<LeaderElector, 'isLeader'> | undefined;
+  private readonly watch: ListWatchHandle;
 
   /** the bundle to publish (the last one asked for) */
-  let bundle: string | undefined;
+  private bundle: string | undefined;
   /** namespaces known to hold `bundle` (by what was read or written) */
-  const holds = new Map<string, string>();
+  private readonly holds = new Map<string, string>();
   /** namespaces whose last attempt failed */
-  const failed = new Set<string>();
+  private readonly failed = new Set<string>();
   /** namespaces the watch found that still need a look */
-  const pending = new Set<string>();
-  const outcomes = new Map<string, NamespaceOutcome>();
-  let queue: Promise<void> = Promise.resolve();
-  let closed = false;
-  let retryTimer: TimerHandle | undefined;
+  private readonly pending = new Set<string>();
+  /** namespaces the watch lists now */
+  private readonly known = new Set<string>();
+  private readonly outcomes = new Map<string, NamespaceOutcome>();
+  private queue: Promise<void> = Promise.resolve();
+  private closed = false;
+  private retryTimer: TimerHandle | undefined;
   /** the last full publish failed to list the namespaces */
-  let listFailed = false;
+  private listFailed = false;
 
-  const mayAct = (): boolean => !closed && bundle !== undefined && (o.leader?.isLeader() ?? true);
+  constructor(o: BundlePublisherOptions) {
+    const kc = o.kubeConfig ?? loadKubeConfig(o.kubeconfig);
+    this.api = kc.makeApiClient(CoreV1Api);
+    this.logger = o.logger ?? silentLogger();
+    this.clock = o.clock ?? systemClock;
+    this.cmName = o.configMapName ?? DEFAULT_BUNDLE_CONFIGMAP;
+    this.key = o.key ?? DEFAULT_BUNDLE_KEY;
+    this.selector = o.namespaceSelector || undefined;
+    this.concurrency = Math.max(1, o.concurrency ?? 8);
+    this.retryMs = o.retryMs ?? 30_000;
+    this.pageSize = o.pageSize ?? 500;
+    this.what = this.selector ? `namespaces matching "${this.selector}"` : 'all namespaces';
+    this.leader = o.leader;
+    this.watch = listWatch<V1Namespace>({
+      kubeConfig: kc,
+      path: '/api/v1/namespaces',
+      query: this.selector ? { labelSelector: this.selector } : {},
+      list: () => this.listNamespaces(),
+      onList: (items) => this.onList(items),
+      onEvent: (type, n) => this.onEvent(type, n),
+      what: `namespaces (${this.what})`,
+      clock: this.clock,
+      logger: this.logger,
+      minBackoffMs: o.minBackoffMs,
+      maxBackoffMs: o.maxBackoffMs,
+    });
+    this.watching = this.watch.synced;
+  }
 
-  const enqueue = <T>(fn: () => Promise<T>): Promise<T> => {
-    const run = queue.then(fn);
-    queue = run.then(
+  publish(bundlePem: string): Promise<void> {
+    this.bundle = bundlePem;
+    return this.publishJob(bundlePem);
+  }
+
+  lastOutcomes(): ReadonlyMap<string, NamespaceOutcome> {
+    return this.outcomes;
+  }
+
+  async idle(): Promise<void> {
+    for (;;) {
+      const q = this.queue;
+      await q;
+      if (q === this.queue) return;
+    }
+  }
+
+  watchStats(): { lists: number; watches: number; gone: number } {
+    return this.watch.stats;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.watch.stop();
+    this.retryTimer?.cancel();
+    this.retryTimer = undefined;
+    await this.queue;
+  }
+
+  private mayAct(): boolean {
+    return !this.closed && this.bundle !== undefined && (this.leader?.isLeader() ?? true);
+  }
+
+  private enqueue<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(fn);
+    this.queue = run.then(
       () => undefined,
       () => undefined,
     );
     return run;
-  };
+  }
 
-  const listNamespaces = (): Promise<{ items: V1Namespace[]; resourceVersion?: string }> => listAllNamespaces(api, selector, pageSize, what);
-
-  const usable = (ns: V1Namespace): boolean => !!ns.metadata?.name && ns.status?.phase !== 'Terminating';
+  private listNamespaces(): Promise<{ items: V1Namespace[]; resourceVersion?: string }> {
+    return listAllNamespaces(this.api, this.selector, this.pageSize, this.what);
+  }
 
   /** Makes one namespace's ConfigMap hold `b`. Never throws. */
-  async function ensure(ns: string, b: string): Promise<NamespaceOutcome> {
+  private async ensure(ns: string, b: string): Promise<NamespaceOutcome> {
     try {
-      const outcome = await writeBundle(api, ns, cmName, key, b);
-      return done(ns, outcome === 'skipped' ? undefined : b, outcome);
+      const outcome = await writeBundle(this.api, ns, this.cmName, this.key, b);
+      return this.done(ns, outcome === 'skipped' ? undefined : b, outcome);
     } catch (e) {
-      failed.add(ns);
-      holds.delete(ns);
-      outcomes.set(ns, 'failed');
-      logger.warn({ event: 'bundle.namespace_failed', namespace: ns, configMap: cmName, why: e instanceof CastellanError ? e.message : describeKubeFailure(e) }, `could not publish the trust bundle into ${ns}/${cmName}; will retry`);
+      this.failed.add(ns);
+      this.holds.delete(ns);
+      this.outcomes.set(ns, 'failed');
+      const why = e instanceof CastellanError ? e.message : describeKubeFailure(e);
+      this.logger.warn({ event: 'bundle.namespace_failed', namespace: ns, configMap: this.cmName, why }, `could not publish the trust bundle into ${ns}/${this.cmName}; will retry`);
       return 'failed';
     }
   }
 
-  function done(ns: string, b: string | undefined, outcome: NamespaceOutcome): NamespaceOutcome {
-    failed.delete(ns);
-    if (b === undefined) holds.delete(ns);
-    else holds.set(ns, b);
-    outcomes.set(ns, outcome);
+  private done(ns: string, b: string | undefined, outcome: NamespaceOutcome): NamespaceOutcome {
+    this.failed.delete(ns);
+    if (b === undefined) this.holds.delete(ns);
+    else this.holds.set(ns, b);
+    this.outcomes.set(ns, outcome);
     return outcome;
   }
 
-  async function ensureAll(namespaces: string[], b: string): Promise<Record<NamespaceOutcome, number>> {
+  private async ensureAll(namespaces: string[], b: string): Promise<Record<NamespaceOutcome, number>> {
     const counts: Record<NamespaceOutcome, number> = { created: 0, updated: 0, unchanged: 0, skipped: 0, failed: 0 };
     let next = 0;
     const worker = async (): Promise<void> => {
-      while (next < namespaces.length && !closed) {
+      while (next < namespaces.length && !this.closed) {
         const ns = namespaces[next++]!;
-        counts[await ensure(ns, b)]++;
+        counts[await this.ensure(ns, b)]++;
       }
     };
-    await Promise.all(Array.from({ length: Math.min(concurrency, namespaces.length) }, worker));
-    if (counts.failed > 0) scheduleRetry();
+    await Promise.all(Array.from({ length: Math.min(this.concurrency, namespaces.length) }, worker));
+    if (counts.failed > 0) this.scheduleRetry();
     return counts;
   }
 
-  function scheduleRetry(): void {
-    if (retryMs <= 0 || retryTimer || closed) return;
-    retryTimer = clock.setTimer(() => {
-      retryTimer = undefined;
-      if (!mayAct()) return;
-      if (listFailed) {
+  private scheduleRetry(): void {
+    if (this.retryMs <= 0 || this.retryTimer || this.closed) return;
+    this.retryTimer = this.clock.setTimer(() => {
+      this.retryTimer = undefined;
+      if (!this.mayAct()) return;
+      if (this.listFailed) {
         // the last publish could not even list the namespaces: do it all again
-        publishJob(bundle!).catch(() => undefined);
+        this.publishJob(this.bundle!).catch(() => undefined);
         return;
       }
-      for (const ns of failed) pending.add(ns);
-      flushPending();
-    }, retryMs);
+      for (const ns of this.failed) this.pending.add(ns);
+      this.flushPending();
+    }, this.retryMs);
   }
 
   /** A whole publish, queued behind whatever is running. */
-  function publishJob(b: string): Promise<void> {
-    return enqueue(async () => {
-      if (closed || b !== bundle) return; // closed, or a newer bundle was asked for meanwhile (its own job follows)
+  private publishJob(b: string): Promise<void> {
+    return this.enqueue(async () => {
+      if (this.closed || b !== this.bundle) return; // closed, or a newer bundle was asked for meanwhile (its own job follows)
       let items: V1Namespace[];
       try {
-        ({ items } = await listNamespaces());
+        ({ items } = await this.listNamespaces());
       } catch (e) {
-        listFailed = true;
-        scheduleRetry();
+        this.listFailed = true;
+        this.scheduleRetry();
         throw e;
       }
-      listFailed = false;
+      this.listFailed = false;
       const namespaces = items.filter(usable).map((n) => n.metadata!.name!);
-      const counts = await ensureAll(namespaces, b);
-      logger.info({ event: 'bundle.published', configMap: cmName, key, namespaces: namespaces.length, ...counts }, `trust bundle published to ${what}`);
+      const counts = await this.ensureAll(namespaces, b);
+      this.logger.info({ event: 'bundle.published', configMap: this.cmName, key: this.key, namespaces: namespaces.length, ...counts }, `trust bundle published to ${this.what}`);
     });
   }
 
   /** Queues a look at every namespace the watch flagged. */
-  function flushPending(): void {
-    if (pending.size === 0 || !mayAct()) return;
-    void enqueue(async () => {
-      const b = bundle;
-      if (!mayAct() || b === undefined) return;
-      const todo = [...pending].filter((ns) => holds.get(ns) !== b);
-      pending.clear();
+  private flushPending(): void {
+    if (this.pending.size === 0 || !this.mayAct()) return;
+    void this.enqueue(async () => {
+      const b = this.bundle;
+      if (!this.mayAct() || b === undefined) return;
+      const todo = [...this.pending].filter((ns) => this.holds.get(ns) !== b);
+      this.pending.clear();
       if (todo.length === 0) return;
-      const counts = await ensureAll(todo, b);
-      logger.info({ event: 'bundle.namespaces_fixed', configMap: cmName, ...counts }, `trust bundle published into ${todo.length} namespace(s) found by the watch`);
+      const counts = await this.ensureAll(todo, b);
+      this.logger.info({ event: 'bundle.namespaces_fixed', configMap: this.cmName, ...counts }, `trust bundle published into ${todo.length} namespace(s) found by the watch`);
     });
   }
 
-  const known = new Set<string>();
-  const watch: ListWatchHandle = listWatch<V1Namespace>({
-    kubeConfig: kc,
-    path: '/api/v1/namespaces',
-    query: selector ? { labelSelector: selector } : {},
-    list: listNamespaces,
-    onList: (items) => {
-      const now = new Set(items.filter(usable).map((n) => n.metadata!.name!));
-      for (const ns of known) {
-        if (!now.has(ns)) forget(ns);
-      }
-      for (const ns of now) {
-        known.add(ns);
-        if (holds.get(ns) !== bundle) pending.add(ns);
-      }
-      flushPending();
-    },
-    onEvent: (type, n) => {
-      const ns = n.metadata?.name;
-      if (!ns) return;
-      if (type === 'DELETED' || !usable(n)) {
-        forget(ns);
-        return;
-      }
-      known.add(ns);
-      if (holds.get(ns) !== bundle) {
-        pending.add(ns);
-        flushPending();
-      }
-    },
-    what: `namespaces (${what})`,
-    clock,
-    logger,
-    minBackoffMs: o.minBackoffMs,
-    maxBackoffMs: o.maxBackoffMs,
-  });
-
-  function forget(ns: string): void {
-    known.delete(ns);
-    holds.delete(ns);
-    failed.delete(ns);
-    pending.delete(ns);
-    outcomes.delete(ns);
+  /** The watch (re)listed the namespaces: forget the gone, flag the ones not holding the bundle. */
+  private onList(items: V1Namespace[]): void {
+    const now = new Set(items.filter(usable).map((n) => n.metadata!.name!));
+    for (const ns of this.known) {
+      if (!now.has(ns)) this.forget(ns);
+    }
+    for (const ns of now) {
+      this.known.add(ns);
+      if (this.holds.get(ns) !== this.bundle) this.pending.add(ns);
+    }
+    this.flushPending();
   }
 
-  return {
-    publish(bundlePem: string): Promise<void> {
-      bundle = bundlePem;
-      return publishJob(bundlePem);
-    },
-    lastOutcomes: () => outcomes,
-    idle: async () => {
-      for (;;) {
-        const q = queue;
-        await q;
-        if (q === queue) return;
-      }
-    },
-    watching: watch.synced,
-    watchStats: () => watch.stats,
-    async close() {
-      if (closed) return;
-      closed = true;
-      watch.stop();
-      retryTimer?.cancel();
-      retryTimer = undefined;
-      await queue;
-    },
-  };
+  private onEvent(type: WatchEventType, n: V1Namespace): void {
+    const ns = n.metadata?.name;
+    if (!ns) return;
+    if (type === 'DELETED' || !usable(n)) {
+      this.forget(ns);
+      return;
+    }
+    this.known.add(ns);
+    if (this.holds.get(ns) !== this.bundle) {
+      this.pending.add(ns);
+      this.flushPending();
+    }
+  }
+
+  private forget(ns: string): void {
+    this.known.delete(ns);
+    this.holds.delete(ns);
+    this.failed.delete(ns);
+    this.pending.delete(ns);
+    this.outcomes.delete(ns);
+  }
 }

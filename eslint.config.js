@@ -36,7 +36,6 @@ export default tseslint.config(
   // grow past its size today. Delete an entry once its function is under 150 lines.
   ...Object.entries({
     'src/agent/agent.ts': 168,
-    'src/kube/policy-watch.ts': 161,
   }).map(([file, max]) => ({ files: [file], rules: { 'max-lines-per-function': ['error', { max, skipBlankLines: false, skipComments: false }] } })),
   {
     files: ['**/*.js'],

@@ -133,6 +133,51 @@ function describeReplacement(r: RejectedPolicy, namespace: string): string {
   return 'left out';
 }
 
+/** Every policy of one scope (a namespace, or all), page by page; an expired continue token starts the list again (once). */
+async function listPolicies(api: CustomObjectsApi, ns: string | undefined, pageSize: number): Promise<{ items: Obj[]; resourceVersion?: string }> {
+  for (let restart = 0; ; restart++) {
+    const items: Obj[] = [];
+    let resourceVersion: string | undefined;
+    let cont: string | undefined;
+    try {
+      do {
+        const page = (ns === undefined
+          ? await api.listCustomObjectForAllNamespaces({ group: POLICY_GROUP, version: POLICY_VERSION, resourcePlural: POLICY_PLURAL, limit: pageSize, _continue: cont })
+          : await api.listNamespacedCustomObject({ group: POLICY_GROUP, version: POLICY_VERSION, namespace: ns, plural: POLICY_PLURAL, limit: pageSize, _continue: cont })) as {
+          metadata?: { resourceVersion?: string; continue?: string };
+          items?: Obj[];
+        };
+        resourceVersion ??= page.metadata?.resourceVersion;
+        items.push(...(page.items ?? []).filter(isObj));
+        cont = page.metadata?.continue || undefined;
+      } while (cont);
+      return { items, resourceVersion };
+    } catch (e) {
+      // a continue token that expired between pages: list again from the start (once)
+      if (isStatus(e, 410) && cont !== undefined && restart === 0) continue;
+      throw e; // raw, so that list-watch logs the HTTP status and reason
+    }
+  }
+}
+
+/** One object through the policy file validation: the policy, or (invalid) what stands in for it under `mode`. */
+function checkPolicy(id: string, obj: Obj, mode: InvalidPolicyMode): Entry {
+  const doc = toDocument(obj);
+  const r = collectPolicyObjects([{ value: doc, file: origin(id), document: 1 }]);
+  const errors = r.issues.filter((i) => i.severity === 'error');
+  if (errors.length === 0 && r.policies.length === 1) return { policy: r.policies[0] };
+  const reported = errors.length > 0 ? errors.map((i) => ({ path: i.path, message: i.message })) : [{ path: '(document)', message: r.issues[0]?.message ?? 'not an AuthorizationPolicy' }];
+  const s = mode === 'skip' ? { replacement: 'none' as const } : failClosedStandIn(id, doc, origin(id));
+  const rejected: RejectedPolicy = {
+    policy: id,
+    ...(obj.metadata?.resourceVersion ? { resourceVersion: obj.metadata.resourceVersion } : {}),
+    errors: reported,
+    replacement: s.replacement,
+    ...(s.scope ? { scope: s.scope } : {}),
+  };
+  return { ...(s.policy ? { policy: s.policy } : {}), rejected };
+}
+
 export function watchAuthorizationPolicies(o: AuthorizationPolicyWatchOptions): AuthorizationPolicyWatch {
   const logger = o.logger ?? silentLogger();
   const clock = o.clock ?? systemClock;
@@ -159,54 +204,11 @@ export function watchAuthorizationPolicies(o: AuthorizationPolicyWatchOptions): 
     return name ? `${obj.metadata?.namespace ?? ''}/${name}` : undefined;
   };
 
-  async function list(ns: string | undefined): Promise<{ items: Obj[]; resourceVersion?: string }> {
-    for (let restart = 0; ; restart++) {
-      const items: Obj[] = [];
-      let resourceVersion: string | undefined;
-      let cont: string | undefined;
-      try {
-        do {
-          const page = (ns === undefined
-            ? await api.listCustomObjectForAllNamespaces({ group: POLICY_GROUP, version: POLICY_VERSION, resourcePlural: POLICY_PLURAL, limit: pageSize, _continue: cont })
-            : await api.listNamespacedCustomObject({ group: POLICY_GROUP, version: POLICY_VERSION, namespace: ns, plural: POLICY_PLURAL, limit: pageSize, _continue: cont })) as {
-            metadata?: { resourceVersion?: string; continue?: string };
-            items?: Obj[];
-          };
-          resourceVersion ??= page.metadata?.resourceVersion;
-          items.push(...(page.items ?? []).filter(isObj));
-          cont = page.metadata?.continue || undefined;
-        } while (cont);
-        return { items, resourceVersion };
-      } catch (e) {
-        // a continue token that expired between pages: list again from the start (once)
-        if (isStatus(e, 410) && cont !== undefined && restart === 0) continue;
-        throw e; // raw, so that list-watch logs the HTTP status and reason
-      }
-    }
-  }
-
-  function check(id: string, obj: Obj): Entry {
-    const doc = toDocument(obj);
-    const r = collectPolicyObjects([{ value: doc, file: origin(id), document: 1 }]);
-    const errors = r.issues.filter((i) => i.severity === 'error');
-    if (errors.length === 0 && r.policies.length === 1) return { policy: r.policies[0] };
-    const reported = errors.length > 0 ? errors.map((i) => ({ path: i.path, message: i.message })) : [{ path: '(document)', message: r.issues[0]?.message ?? 'not an AuthorizationPolicy' }];
-    const s = mode === 'skip' ? { replacement: 'none' as const } : failClosedStandIn(id, doc, origin(id));
-    const rejected: RejectedPolicy = {
-      policy: id,
-      ...(obj.metadata?.resourceVersion ? { resourceVersion: obj.metadata.resourceVersion } : {}),
-      errors: reported,
-      replacement: s.replacement,
-      ...(s.scope ? { scope: s.scope } : {}),
-    };
-    return { ...(s.policy ? { policy: s.policy } : {}), rejected };
-  }
-
   function entryOf(id: string, obj: Obj): Entry {
     const rv = obj.metadata?.resourceVersion;
     const prev = checked.get(id);
     if (prev && rv !== undefined && prev.rv === rv) return prev.entry;
-    const entry = check(id, obj);
+    const entry = checkPolicy(id, obj, mode);
     checked.set(id, { rv, entry });
     const r = entry.rejected;
     if (r) {
@@ -254,7 +256,7 @@ export function watchAuthorizationPolicies(o: AuthorizationPolicyWatchOptions): 
     return listWatch<Obj>({
       kubeConfig: o.kubeConfig,
       path,
-      list: () => list(ns),
+      list: () => listPolicies(api, ns, pageSize),
       onList: (items) => {
         mine.clear();
         for (const it of items) {

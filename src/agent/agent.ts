@@ -88,6 +88,73 @@ async function readRoot(path: string): Promise<string> {
   }
 }
 
+interface Endpoints {
+  sds: SdsServer;
+  ops?: OpsServer;
+  workload?: WorkloadApi;
+}
+
+/**
+ * The agent's servers: SDS on its socket, then the /healthz /readyz /metrics
+ * endpoint and the Workload API when asked for. On a failure the ones
+ * already started are closed.
+ */
+async function startEndpoints(config: AgentConfig, gid: number | undefined, cache: SecretCache, metrics: ReturnType<typeof createAgentMetrics>, w: { client: () => CaClient | undefined; clock: Clock; logger: Logger }): Promise<Endpoints> {
+  const { logger } = w;
+  const sds = await startSdsServer({ socketPath: config.sdsSocket, store: cache, policy: { gid }, logger });
+  metrics.bind({ status: () => cache.status(), streams: () => sds.activeStreams() });
+  let ops: OpsServer | undefined;
+  try {
+    // On the main thread: a second V8 isolate for three endpoints would cost the pod more
+    // memory than the rest of the agent's heap, and the agent's loop is never busy for long
+    // (test/agent/ops-burst.test.ts: probes answered under a burst of SDS clients).
+    if (config.httpListen) ops = await startOpsServer(config.httpListen, { registry: metrics.registry, ready: () => cache.status().ready, logger, thread: false });
+  } catch (e) {
+    await sds.close();
+    throw e;
+  }
+  let workload: WorkloadApi | undefined;
+  try {
+    // Loaded only when asked for: an SDS-only agent never imports it.
+    if (config.workloadApiSocket) workload = await (await import('../workload/agent-side.ts')).startWorkloadApi(config, { cache, client: w.client, registry: metrics.registry, clock: w.clock, logger });
+  } catch (e) {
+    await ops?.close();
+    await sds.close();
+    throw e;
+  }
+  return { sds, ops, workload };
+}
+
+/**
+ * Reads the CA root file every `periodMs` and calls `onChange` with its
+ * content when it differs from the last seen (`initial` at first); an
+ * unreadable file keeps the previous root. Returns a function that stops.
+ * (Exported for test/agent/root-file-watch.test.ts.)
+ */
+export function watchRootFile(path: string, initial: string | undefined, periodMs: number, clock: Clock, logger: Logger, onChange: (pem: string) => Promise<void>): () => void {
+  let last = initial;
+  let stopped = false;
+  let timer: TimerHandle | undefined;
+  const check = async (): Promise<void> => {
+    try {
+      const pem = await readRoot(path);
+      if (pem !== last) {
+        last = pem;
+        logger.info({ event: 'agent.ca_root_changed', path }, 'CA root certificate file changed');
+        await onChange(pem);
+      }
+    } catch (e) {
+      logger.warn({ event: 'agent.ca_root_unreadable', err: (e as Error).message }, 'keeping the previous CA root');
+    }
+    if (!stopped) timer = clock.setTimer(() => void check(), periodMs);
+  };
+  timer = clock.setTimer(() => void check(), periodMs);
+  return () => {
+    stopped = true;
+    timer?.cancel();
+  };
+}
+
 export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Promise<AgentHandle> {
   const clock = deps.clock ?? systemClock;
   const logger = deps.logger ?? silentLogger();
@@ -97,7 +164,8 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
   // What the agent trusts for the CA's own TLS certificate: the root file at first, then
   // the newest bundle, from the file or pushed by the CA over the verified channel.
   let trustPem = config.caRootPem ?? (config.caRootCertFile ? await readRoot(config.caRootCertFile) : undefined);
-  let lastFilePem = trustPem;
+  /** the root file as first read: the file watch reports only a change from it */
+  const lastFilePem = trustPem;
   let client: CaClient | undefined;
   const makeClient = (): CaClient => {
     if (!trustPem) throw new CastellanError('INVALID_ARGUMENT', 'config.invalid', 'castellan agent: --ca-root-cert is required');
@@ -126,35 +194,14 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     },
   });
 
-  let sds: SdsServer;
+  let endpoints: Endpoints;
   try {
-    sds = await startSdsServer({ socketPath: config.sdsSocket, store: cache, policy: { gid }, logger });
+    endpoints = await startEndpoints(config, gid, cache, metrics, { client: () => client, clock, logger });
   } catch (e) {
     client?.close();
     throw e;
   }
-  metrics.bind({ status: () => cache.status(), streams: () => sds.activeStreams() });
-  let ops: OpsServer | undefined;
-  try {
-    // On the main thread: a second V8 isolate for three endpoints would cost the pod more
-    // memory than the rest of the agent's heap, and the agent's loop is never busy for long
-    // (test/agent/ops-burst.test.ts: probes answered under a burst of SDS clients).
-    if (config.httpListen) ops = await startOpsServer(config.httpListen, { registry: metrics.registry, ready: () => cache.status().ready, logger, thread: false });
-  } catch (e) {
-    await sds.close();
-    client?.close();
-    throw e;
-  }
-  let workload: WorkloadApi | undefined;
-  try {
-    // Loaded only when asked for: an SDS-only agent never imports it.
-    if (config.workloadApiSocket) workload = await (await import('../workload/agent-side.ts')).startWorkloadApi(config, { cache, client: () => client, registry: metrics.registry, clock, logger });
-  } catch (e) {
-    await ops?.close();
-    await sds.close();
-    client?.close();
-    throw e;
-  }
+  const { sds, ops, workload } = endpoints;
   cache.start();
 
   let closed = false;
@@ -215,25 +262,8 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
   if (!deps.source && config.bundleWatch !== false) void openWatch();
 
   // Watch the CA root file as well (e.g. the istio-ca-root-cert ConfigMap).
-  let rootTimer: TimerHandle | undefined;
   const rootPath = config.caRootCertFile;
-  if (rootPath && !deps.source) {
-    const period = config.rootCheckIntervalMs ?? 10_000;
-    const check = async (): Promise<void> => {
-      try {
-        const pem = await readRoot(rootPath);
-        if (pem !== lastFilePem) {
-          lastFilePem = pem;
-          logger.info({ event: 'agent.ca_root_changed', path: rootPath }, 'CA root certificate file changed');
-          await onBundle(pem);
-        }
-      } catch (e) {
-        logger.warn({ event: 'agent.ca_root_unreadable', err: (e as Error).message }, 'keeping the previous CA root');
-      }
-      if (!closed) rootTimer = clock.setTimer(() => void check(), period);
-    };
-    rootTimer = clock.setTimer(() => void check(), period);
-  }
+  const stopRootWatch = rootPath && !deps.source ? watchRootFile(rootPath, lastFilePem, config.rootCheckIntervalMs ?? 10_000, clock, logger, onBundle) : undefined;
 
   return {
     sdsSocket: sds.socketPath,
@@ -245,7 +275,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     async close() {
       if (closed) return;
       closed = true;
-      rootTimer?.cancel();
+      stopRootWatch?.();
       watchTimer?.cancel();
       stopWatch?.();
       cache.stop();

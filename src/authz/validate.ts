@@ -449,78 +449,72 @@ export interface ValidatedDocument {
   readonly issues: readonly Issue[];
 }
 
-/**
- * Validates one parsed document that claims to be an AuthorizationPolicy
- * (`kind` already checked by the caller).
- */
-export function validatePolicyDocument(doc: Record<string, unknown>, origin: Origin): ValidatedDocument {
-  const ctx = new Ctx();
-  ctx.known(doc, ['apiVersion', 'kind', 'metadata', 'spec', 'status'], []);
-  if (!API_VERSIONS.includes(doc.apiVersion as (typeof API_VERSIONS)[number])) {
-    ctx.error(['apiVersion'], `unsupported apiVersion ${JSON.stringify(doc.apiVersion)} for AuthorizationPolicy: expected ${API_VERSIONS.join(' or ')}`);
+/** metadata: name, namespace (default "default") and the istio.io/dry-run annotation. */
+function validateMetadata(ctx: Ctx, metadata: unknown): { name: string; namespace: string; dryRun: boolean } {
+  const out = { name: '', namespace: 'default', dryRun: false };
+  if (!isObj(metadata)) {
+    ctx.error(['metadata'], metadata === undefined ? 'metadata.name is required' : `metadata must be a mapping, got ${describe(metadata)}`);
+    return out;
   }
-  let name = '';
-  let namespace = 'default';
-  let dryRun = false;
-  if (!isObj(doc.metadata)) {
-    ctx.error(['metadata'], doc.metadata === undefined ? 'metadata.name is required' : `metadata must be a mapping, got ${describe(doc.metadata)}`);
-  } else {
-    const md = doc.metadata;
-    if (typeof md.name !== 'string' || md.name === '') ctx.error(['metadata', 'name'], 'metadata.name is required (a non-empty string)');
-    else if (md.name.length > 253 || !/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/.test(md.name)) ctx.error(['metadata', 'name'], `metadata.name "${md.name.slice(0, 64)}" is not a valid Kubernetes name (lowercase letters, digits, "-" and ".")`);
-    else name = md.name;
-    if (md.namespace === undefined || md.namespace === null) {
-      ctx.note(['metadata', 'namespace'], 'no metadata.namespace: assuming "default" (as kubectl would with the default context)');
-    } else if (typeof md.namespace !== 'string' || !/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(md.namespace) || md.namespace.length > 63) {
-      ctx.error(['metadata', 'namespace'], `metadata.namespace must be a DNS-1123 label, got ${JSON.stringify(md.namespace)}`);
-    } else namespace = md.namespace;
-    if (md.annotations !== undefined && md.annotations !== null) {
-      if (!isObj(md.annotations)) ctx.error(['metadata', 'annotations'], 'annotations must be a mapping of strings');
-      else {
-        const dr = md.annotations['istio.io/dry-run'];
-        if (dr !== undefined) {
-          if (dr === 'true' || dr === true) dryRun = true;
-          else if (dr !== 'false' && dr !== false) ctx.error(['metadata', 'annotations', 'istio.io/dry-run'], `must be "true" or "false", got ${JSON.stringify(dr)}`);
-        }
-      }
-    }
-  }
-  const specRaw = doc.spec ?? {};
-  if (!isObj(specRaw)) {
-    ctx.error(['spec'], `spec must be a mapping, got ${describe(specRaw)}`);
-    return { issues: ctx.issues };
-  }
-  const spec = specRaw;
-  ctx.known(spec, ['selector', 'targetRef', 'targetRefs', 'action', 'provider', 'rules'], ['spec']);
-
-  let action: Action = 'ALLOW';
-  if (spec.action !== undefined && spec.action !== null) {
-    if (typeof spec.action === 'string' && (ACTIONS as readonly string[]).includes(spec.action)) action = spec.action as Action;
-    else ctx.error(['spec', 'action'], `action must be one of ${ACTIONS.join(', ')}, got ${JSON.stringify(spec.action)}`);
-  }
-
-  let selector: Record<string, string> | undefined;
-  if (spec.selector !== undefined && spec.selector !== null) {
-    const sp = ['spec', 'selector'];
-    if (!isObj(spec.selector)) ctx.error(sp, `selector must be a mapping {matchLabels: ...}, got ${describe(spec.selector)}`);
+  const md = metadata;
+  if (typeof md.name !== 'string' || md.name === '') ctx.error(['metadata', 'name'], 'metadata.name is required (a non-empty string)');
+  else if (md.name.length > 253 || !/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/.test(md.name)) ctx.error(['metadata', 'name'], `metadata.name "${md.name.slice(0, 64)}" is not a valid Kubernetes name (lowercase letters, digits, "-" and ".")`);
+  else out.name = md.name;
+  if (md.namespace === undefined || md.namespace === null) {
+    ctx.note(['metadata', 'namespace'], 'no metadata.namespace: assuming "default" (as kubectl would with the default context)');
+  } else if (typeof md.namespace !== 'string' || !/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(md.namespace) || md.namespace.length > 63) {
+    ctx.error(['metadata', 'namespace'], `metadata.namespace must be a DNS-1123 label, got ${JSON.stringify(md.namespace)}`);
+  } else out.namespace = md.namespace;
+  if (md.annotations !== undefined && md.annotations !== null) {
+    if (!isObj(md.annotations)) ctx.error(['metadata', 'annotations'], 'annotations must be a mapping of strings');
     else {
-      ctx.known(spec.selector, ['matchLabels'], sp);
-      const ml = spec.selector.matchLabels ?? {};
-      selector = {};
-      if (!isObj(ml)) ctx.error([...sp, 'matchLabels'], `matchLabels must be a mapping of strings, got ${describe(ml)}`);
-      else {
-        for (const [k, v] of Object.entries(ml)) {
-          const lp = [...sp, 'matchLabels', k];
-          if (typeof v !== 'string') ctx.error(lp, `label values must be strings, got ${describe(v)}`);
-          else if (k === '') ctx.error(lp, 'an empty label key is not supported in a selector');
-          else if (k.includes('*') || v.includes('*')) ctx.error(lp, `wildcards are not supported in a selector: "${k}=${v}"`);
-          else if (k.length > 317 || v.length > 63) ctx.error(lp, 'label key or value too long');
-          else selector[k] = v;
-        }
-        if (Object.keys(ml).length === 0) ctx.warn(sp, 'workload selector specified without labels: it selects every workload in scope');
+      const dr = md.annotations['istio.io/dry-run'];
+      if (dr !== undefined) {
+        if (dr === 'true' || dr === true) out.dryRun = true;
+        else if (dr !== 'false' && dr !== false) ctx.error(['metadata', 'annotations', 'istio.io/dry-run'], `must be "true" or "false", got ${JSON.stringify(dr)}`);
       }
     }
   }
+  return out;
+}
+
+/** spec.action; default ALLOW. */
+function validateAction(ctx: Ctx, raw: unknown): Action {
+  if (raw === undefined || raw === null) return 'ALLOW';
+  if (typeof raw === 'string' && (ACTIONS as readonly string[]).includes(raw)) return raw as Action;
+  ctx.error(['spec', 'action'], `action must be one of ${ACTIONS.join(', ')}, got ${JSON.stringify(raw)}`);
+  return 'ALLOW';
+}
+
+/** spec.selector.matchLabels: exact labels only. */
+function validateSelector(ctx: Ctx, raw: unknown): Record<string, string> | undefined {
+  if (raw === undefined || raw === null) return undefined;
+  const sp = ['spec', 'selector'];
+  if (!isObj(raw)) {
+    ctx.error(sp, `selector must be a mapping {matchLabels: ...}, got ${describe(raw)}`);
+    return undefined;
+  }
+  ctx.known(raw, ['matchLabels'], sp);
+  const ml = raw.matchLabels ?? {};
+  const selector: Record<string, string> = {};
+  if (!isObj(ml)) {
+    ctx.error([...sp, 'matchLabels'], `matchLabels must be a mapping of strings, got ${describe(ml)}`);
+    return selector;
+  }
+  for (const [k, v] of Object.entries(ml)) {
+    const lp = [...sp, 'matchLabels', k];
+    if (typeof v !== 'string') ctx.error(lp, `label values must be strings, got ${describe(v)}`);
+    else if (k === '') ctx.error(lp, 'an empty label key is not supported in a selector');
+    else if (k.includes('*') || v.includes('*')) ctx.error(lp, `wildcards are not supported in a selector: "${k}=${v}"`);
+    else if (k.length > 317 || v.length > 63) ctx.error(lp, 'label key or value too long');
+    else selector[k] = v;
+  }
+  if (Object.keys(ml).length === 0) ctx.warn(sp, 'workload selector specified without labels: it selects every workload in scope');
+  return selector;
+}
+
+/** spec.targetRef / spec.targetRefs (at most one of them and selector). Returns how many references there are. */
+function validateTargetRefs(ctx: Ctx, spec: Record<string, unknown>): number {
   const hasTargetRef = spec.targetRef !== undefined && spec.targetRef !== null;
   const hasTargetRefs = Array.isArray(spec.targetRefs) && spec.targetRefs.length > 0;
   if ([spec.selector != null, hasTargetRef, hasTargetRefs].filter(Boolean).length > 1) {
@@ -540,18 +534,24 @@ export function validatePolicyDocument(doc: Record<string, unknown>, origin: Ori
     }
   }
   if (refs.length > 0) ctx.note(['spec', hasTargetRef ? 'targetRef' : 'targetRefs'], 'this policy attaches to a gateway, waypoint or service (targetRef), not to sidecar workloads: Castellan loads it but never selects it for a workload');
+  return refs.length;
+}
 
+/** spec.provider: only with CUSTOM. */
+function validateProvider(ctx: Ctx, raw: unknown, action: Action): string | undefined {
+  if (raw === undefined || raw === null) return undefined;
   let provider: string | undefined;
-  if (spec.provider !== undefined && spec.provider !== null) {
-    if (!isObj(spec.provider)) ctx.error(['spec', 'provider'], `provider must be a mapping {name: ...}, got ${describe(spec.provider)}`);
-    else {
-      ctx.known(spec.provider, ['name'], ['spec', 'provider']);
-      if (typeof spec.provider.name === 'string' && spec.provider.name !== '') provider = spec.provider.name;
-    }
-    if (action !== 'CUSTOM') ctx.error(['spec', 'provider'], `provider must not be set with the ${action} action (only with CUSTOM)`);
+  if (!isObj(raw)) ctx.error(['spec', 'provider'], `provider must be a mapping {name: ...}, got ${describe(raw)}`);
+  else {
+    ctx.known(raw, ['name'], ['spec', 'provider']);
+    if (typeof raw.name === 'string' && raw.name !== '') provider = raw.name;
   }
+  if (action !== 'CUSTOM') ctx.error(['spec', 'provider'], `provider must not be set with the ${action} action (only with CUSTOM)`);
+  return provider;
+}
 
-  const rulesRaw = spec.rules;
+/** spec.rules, each validated then (while the document has no error) linted, with what an absent rules list means for the action. */
+function validateRules(ctx: Ctx, rulesRaw: unknown, action: Action, provider: string | undefined, targetRefs: number): Rule[] {
   const rulesAbsent = rulesRaw === undefined || rulesRaw === null || (Array.isArray(rulesRaw) && rulesRaw.length === 0);
   if (action === 'CUSTOM') {
     if (rulesAbsent) ctx.error(['spec', 'rules'], 'a CUSTOM policy without rules is never triggered; add an empty rule {} to apply it to every request');
@@ -573,9 +573,34 @@ export function validatePolicyDocument(doc: Record<string, unknown>, origin: Ori
       });
     }
   }
-  if ((action === 'ALLOW' || action === 'AUDIT') && rulesAbsent && refs.length === 0) {
+  if ((action === 'ALLOW' || action === 'AUDIT') && rulesAbsent && targetRefs === 0) {
     ctx.note(['spec'], action === 'ALLOW' ? 'an ALLOW policy without rules allows nothing: it denies every request to the workloads it selects' : 'an AUDIT policy without rules audits nothing');
   }
+  return rules;
+}
+
+/**
+ * Validates one parsed document that claims to be an AuthorizationPolicy
+ * (`kind` already checked by the caller), section by section.
+ */
+export function validatePolicyDocument(doc: Record<string, unknown>, origin: Origin): ValidatedDocument {
+  const ctx = new Ctx();
+  ctx.known(doc, ['apiVersion', 'kind', 'metadata', 'spec', 'status'], []);
+  if (!API_VERSIONS.includes(doc.apiVersion as (typeof API_VERSIONS)[number])) {
+    ctx.error(['apiVersion'], `unsupported apiVersion ${JSON.stringify(doc.apiVersion)} for AuthorizationPolicy: expected ${API_VERSIONS.join(' or ')}`);
+  }
+  const { name, namespace, dryRun } = validateMetadata(ctx, doc.metadata);
+  const spec = doc.spec ?? {};
+  if (!isObj(spec)) {
+    ctx.error(['spec'], `spec must be a mapping, got ${describe(spec)}`);
+    return { issues: ctx.issues };
+  }
+  ctx.known(spec, ['selector', 'targetRef', 'targetRefs', 'action', 'provider', 'rules'], ['spec']);
+  const action = validateAction(ctx, spec.action);
+  const selector = validateSelector(ctx, spec.selector);
+  const targetRefs = validateTargetRefs(ctx, spec);
+  const provider = validateProvider(ctx, spec.provider, action);
+  const rules = validateRules(ctx, spec.rules, action, provider, targetRefs);
   if (ctx.failed) return { issues: ctx.issues };
   const policy: AuthorizationPolicy = {
     namespace,
@@ -585,7 +610,7 @@ export function validatePolicyDocument(doc: Record<string, unknown>, origin: Ori
     ...(selector ? { selector } : {}),
     rules,
     dryRun,
-    targetRef: refs.length > 0,
+    targetRef: targetRefs > 0,
     origin,
   };
   return { policy, issues: ctx.issues };

@@ -527,77 +527,85 @@ const OPERATION_PAIRS: readonly (readonly [OperationField, OperationField])[] = 
   ['paths', 'notPaths'],
 ];
 
-function sourceSpec(f: SourceField, policy: AuthorizationPolicy): FieldSpec<never, never> {
-  const s = ((): FieldSpec<unknown, unknown> => {
-    switch (f) {
-      case 'principals':
-        return principalSpec as FieldSpec<unknown, unknown>;
-      case 'requestPrincipals':
-        return requestPrincipalSpec as FieldSpec<unknown, unknown>;
-      case 'namespaces':
-        return namespaceSpec as FieldSpec<unknown, unknown>;
-      case 'serviceAccounts':
-        return serviceAccountSpec(policy.namespace) as FieldSpec<unknown, unknown>;
-      case 'trustDomains':
-        return trustDomainSpec as FieldSpec<unknown, unknown>;
-      case 'ipBlocks':
-        return srcIpSpec as FieldSpec<unknown, unknown>;
-      case 'remoteIpBlocks':
-        return remoteIpSpec as FieldSpec<unknown, unknown>;
-      default:
-        throw new Error(`not a positive source field: ${f}`);
-    }
-  })();
-  return s as unknown as FieldSpec<never, never>;
+/**
+ * A field spec with its attribute and matcher types sealed in: all the rule
+ * compiler needs of it is to make a check from a field's values. `field`
+ * is the one place a FieldSpec<A, M> becomes one, so the switches below
+ * need no casts.
+ */
+interface AnyField {
+  check(path: string, values: readonly string[], notValues: readonly string[], posName: string, negName: string): Check;
 }
 
-function operationSpec(f: OperationField): FieldSpec<never, never> {
+function field<A, M>(spec: FieldSpec<A, M>): AnyField {
+  return { check: (path, values, notValues, posName, negName) => new ValuesCheck(path, spec, values, notValues, posName, negName) };
+}
+
+function sourceSpec(f: SourceField, policy: AuthorizationPolicy): AnyField {
+  switch (f) {
+    case 'principals':
+      return field(principalSpec);
+    case 'requestPrincipals':
+      return field(requestPrincipalSpec);
+    case 'namespaces':
+      return field(namespaceSpec);
+    case 'serviceAccounts':
+      return field(serviceAccountSpec(policy.namespace));
+    case 'trustDomains':
+      return field(trustDomainSpec);
+    case 'ipBlocks':
+      return field(srcIpSpec);
+    case 'remoteIpBlocks':
+      return field(remoteIpSpec);
+    default:
+      throw new Error(`not a positive source field: ${f}`);
+  }
+}
+
+function operationSpec(f: OperationField): AnyField {
   switch (f) {
     case 'hosts':
-      return hostSpec as unknown as FieldSpec<never, never>;
+      return field(hostSpec);
     case 'ports':
-      return portSpec as unknown as FieldSpec<never, never>;
+      return field(portSpec);
     case 'methods':
-      return methodSpec as unknown as FieldSpec<never, never>;
+      return field(methodSpec);
     case 'paths':
-      return pathSpec as unknown as FieldSpec<never, never>;
+      return field(pathSpec);
     default:
       throw new Error(`not a positive operation field: ${f}`);
   }
 }
 
-function conditionSpec(key: string, policy: AuthorizationPolicy): FieldSpec<never, never> | undefined {
-  const s = ((): FieldSpec<unknown, unknown> | undefined => {
-    switch (key) {
-      case 'source.ip':
-        return srcIpSpec as FieldSpec<unknown, unknown>;
-      case 'remote.ip':
-        return remoteIpSpec as FieldSpec<unknown, unknown>;
-      case 'source.namespace':
-        return namespaceSpec as FieldSpec<unknown, unknown>;
-      case 'source.principal':
-        return principalSpec as FieldSpec<unknown, unknown>;
-      case 'source.serviceAccount':
-        return serviceAccountSpec(policy.namespace) as FieldSpec<unknown, unknown>;
-      case 'source.trustDomain':
-        return trustDomainSpec as FieldSpec<unknown, unknown>;
-      case 'request.auth.principal':
-        return requestPrincipalSpec as FieldSpec<unknown, unknown>;
-      case 'request.auth.audiences':
-        return audiencesSpec as FieldSpec<unknown, unknown>;
-      case 'request.auth.presenter':
-        return presenterSpec as FieldSpec<unknown, unknown>;
-      case 'destination.ip':
-        return dstIpSpec as FieldSpec<unknown, unknown>;
-      case 'destination.port':
-        return portSpec as FieldSpec<unknown, unknown>;
-      case 'connection.sni':
-        return sniSpec as FieldSpec<unknown, unknown>;
-    }
-    if (key.startsWith(CLAIMS_PREFIX)) return claimSpec(claimPath(key)) as FieldSpec<unknown, unknown>;
-    return undefined;
-  })();
-  return s as unknown as FieldSpec<never, never> | undefined;
+function conditionSpec(key: string, policy: AuthorizationPolicy): AnyField | undefined {
+  switch (key) {
+    case 'source.ip':
+      return field(srcIpSpec);
+    case 'remote.ip':
+      return field(remoteIpSpec);
+    case 'source.namespace':
+      return field(namespaceSpec);
+    case 'source.principal':
+      return field(principalSpec);
+    case 'source.serviceAccount':
+      return field(serviceAccountSpec(policy.namespace));
+    case 'source.trustDomain':
+      return field(trustDomainSpec);
+    case 'request.auth.principal':
+      return field(requestPrincipalSpec);
+    case 'request.auth.audiences':
+      return field(audiencesSpec);
+    case 'request.auth.presenter':
+      return field(presenterSpec);
+    case 'destination.ip':
+      return field(dstIpSpec);
+    case 'destination.port':
+      return field(portSpec);
+    case 'connection.sni':
+      return field(sniSpec);
+  }
+  if (key.startsWith(CLAIMS_PREFIX)) return field(claimSpec(claimPath(key)));
+  return undefined;
 }
 
 export interface CompiledRule {
@@ -654,13 +662,13 @@ export function explainRule(r: CompiledRule, c: RequestContext): string | undefi
 
 function compileValues(
   path: FieldPath,
-  spec: FieldSpec<never, never>,
+  spec: AnyField,
   values: readonly string[] | undefined,
   notValues: readonly string[] | undefined,
   posName: string,
   negName: string,
 ): Check {
-  return new ValuesCheck(formatPath(path), spec, values ?? [], notValues ?? [], posName, negName);
+  return spec.check(formatPath(path), values ?? [], notValues ?? [], posName, negName);
 }
 
 function compileCondition(cond: Condition, path: FieldPath, policy: AuthorizationPolicy, action: Action): Check {

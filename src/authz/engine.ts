@@ -11,7 +11,8 @@
  * name, so the decision never depends on the order policies were loaded in.
  */
 import { CastellanError } from '../platform/errors.ts';
-import { compilePolicy, explainRule, firstMatchingRule, RequestContext, selects, type CompiledPolicy } from './compile.ts';
+import { compilePolicy, explainRule, firstMatchingRule, selects, type CompiledPolicy } from './compile.ts';
+import { RequestContext } from './request-context.ts';
 import type { Action, AuthorizationPolicy, AuthzRequest, Decision, DecisionReason, DecisionValue, PolicyTrace } from './model.ts';
 import type { PathNormalization } from './path.ts';
 import { PATH_NORMALIZATIONS } from './path.ts';

@@ -10,7 +10,8 @@
  *   the mesh for every request (scope checked per policy, no index, no
  *   cache): the naive baseline the benchmark compares the index against.
  */
-import { compilePolicy, firstMatchingRule, RequestContext, selects, type CompiledPolicy } from './compile.ts';
+import { compilePolicy, firstMatchingRule, selects, type CompiledPolicy } from './compile.ts';
+import { RequestContext } from './request-context.ts';
 import type { CustomDecision, EngineOptions } from './engine.ts';
 import { cidrContains, parseCidr, parseRequestIp } from './ip.ts';
 import type { Action, AuthorizationPolicy, AuthzRequest, Condition, DecisionReason, DecisionValue, Operation, Rule, Source } from './model.ts';

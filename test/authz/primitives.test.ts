@@ -1,7 +1,8 @@
 /** Path canonicalisation, patterns, CIDRs: the building blocks, case by case. */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { compileRequestPrincipal, stripPort } from '../../src/authz/compile.ts';
+import { compileRequestPrincipal } from '../../src/authz/compile.ts';
+import { stripPort } from '../../src/authz/request-context.ts';
 import { cidrContains, parseCidr, parseIp, parseRequestIp } from '../../src/authz/ip.ts';
 import { canonicalizePath, normalizePath, splitPath } from '../../src/authz/path.ts';
 import { compileGlob, compilePathTemplate, globMatch, matchPathTemplate, matchPattern } from '../../src/authz/patterns.ts';

@@ -4,6 +4,7 @@
  * never from Node's `subjectAltName` string).
  */
 import { X509Certificate } from 'node:crypto';
+import { derToPem, parsePem } from '../platform/pem.ts';
 import { x509 } from '../platform/x509.ts';
 
 export interface LeafInfo {
@@ -16,11 +17,17 @@ export interface LeafInfo {
   uris: string[];
 }
 
-const PEM_BLOCK = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g;
-
-/** Every CERTIFICATE block of a PEM text, each ending with a newline. */
+/**
+ * Every CERTIFICATE block of a PEM text, each as its own PEM (64-column
+ * lines, ending with a newline). Read with the one strict block parser
+ * (src/platform/pem.ts); text between blocks (a bundle file's comments) and
+ * blocks of other labels are skipped. A block that is not canonical base64
+ * throws PemSyntaxError.
+ */
 export function splitPemCertificates(pem: string): string[] {
-  return (pem.match(PEM_BLOCK) ?? []).map((b) => b + '\n');
+  return parsePem(pem, { outside: 'ignore' })
+    .filter((b) => b.label === 'CERTIFICATE')
+    .map((b) => derToPem(b.der));
 }
 
 /** URI SANs of a DER certificate, read from the extension's ASN.1. */

@@ -7,7 +7,7 @@ import { certInfo } from './authority.ts';
 import type { AuthorityRecord } from './keyring-doc.ts';
 import { retireSafeAt } from './keyring.ts';
 import type { LeafDelta } from './leaf-ledger.ts';
-import { parseCertificatesPem } from './pem.ts';
+import { parseCertificatesPem } from '../platform/pem.ts';
 
 export interface AuthorityStatus {
   id: string;

@@ -7,7 +7,7 @@
  */
 import { createPrivateKey, createPublicKey, randomBytes, X509Certificate, type KeyObject } from 'node:crypto';
 import { CastellanError } from '../platform/errors.ts';
-import { derToPem } from './pem.ts';
+import { derToPem } from '../platform/pem.ts';
 import { CA_KEY_TYPES, generateCaKey, exportPkcs8Pem, signingAlgorithm, x509, type CaKeyType } from './keys.ts';
 
 export interface SigningAuthority {

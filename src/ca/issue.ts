@@ -5,7 +5,7 @@
  * signing worker (src/ca/signer/).
  */
 import { CastellanError } from '../platform/errors.ts';
-import { derToPem } from './pem.ts';
+import { derToPem } from '../platform/pem.ts';
 import { parseAndVerifyCsr } from '../pki/csr.ts';
 import { LeafTemplate, randomSerial } from '../pki/leaf.ts';
 import { parseSpiffeId } from '../spiffe/id.ts';

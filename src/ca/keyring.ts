@@ -14,7 +14,7 @@ import { X509Certificate } from 'node:crypto';
 import { CastellanError } from '../platform/errors.ts';
 import { buildAuthority, certInfo, type SigningAuthority } from './authority.ts';
 import type { AuthorityRecord, AuthorityState, KeyringDoc } from './keyring-doc.ts';
-import { parseCertificatesPem } from './pem.ts';
+import { parseCertificatesPem } from '../platform/pem.ts';
 import { autoThresholds } from './thresholds.ts';
 
 export { autoThresholds, type AutoThresholds } from './thresholds.ts';

@@ -22,7 +22,7 @@ import type { CaKeyType } from './keys.ts';
 import type { Keystore, LeaderElector, StoredKeyring } from './keystore.ts';
 import { alwaysLeader } from './keystore.ts';
 import { LeafLedger } from './leaf-ledger.ts';
-import { parseCertificatesPem } from './pem.ts';
+import { parseCertificatesPem } from '../platform/pem.ts';
 import { pluginRecord, pluginRecordFromTexts, type CacertsTexts } from './plugin.ts';
 import { Rotator } from './rotator.ts';
 

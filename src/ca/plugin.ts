@@ -9,7 +9,7 @@ import { CastellanError } from '../platform/errors.ts';
 import { assertPrivateFile } from '../platform/files.ts';
 import { buildAuthority, certInfo, type SigningAuthority } from './authority.ts';
 import { emptyLeaves, type AuthorityRecord } from './keyring-doc.ts';
-import { derToPem, parseCertificatesPem } from './pem.ts';
+import { derToPem, parseCertificatesPem } from '../platform/pem.ts';
 
 export const CACERTS_FILES = ['ca-cert.pem', 'ca-key.pem', 'root-cert.pem', 'cert-chain.pem'] as const;
 

@@ -16,7 +16,7 @@ import * as grpc from '@grpc/grpc-js';
 import { create } from '@bufbuild/protobuf';
 import { AdminService, StatusRequestSchema, type StatusResponse } from '../gen/castellan/v1/admin_pb.js';
 import { certInfo } from '../ca/authority.ts';
-import { parseCertificatesPem } from '../ca/pem.ts';
+import { parseCertificatesPem } from '../platform/pem.ts';
 import { helpText, parseCommand, parseDuration, type FlagSpec } from '../config/flags.ts';
 import { createClient } from '../grpc/service.ts';
 import { CastellanError } from '../platform/errors.ts';

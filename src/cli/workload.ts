@@ -21,7 +21,7 @@ import {
 } from '../gen/spiffe/workload/workload_pb.js';
 import { helpText, parseCommand, parseDuration, type FlagSpec, type FlagValues } from '../config/flags.ts';
 import { createClient, type GrpcClient } from '../grpc/service.ts';
-import { derToPem } from '../ca/pem.ts';
+import { derToPem } from '../platform/pem.ts';
 import { ensurePrivateDir, writeFilesAtomic } from '../platform/files.ts';
 import { splitDer } from '../workload/der.ts';
 

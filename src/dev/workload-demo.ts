@@ -15,7 +15,7 @@ import {
   type X509SVIDResponse,
 } from '../gen/spiffe/workload/workload_pb.js';
 import { createClient } from '../grpc/service.ts';
-import { derToPem } from '../ca/pem.ts';
+import { derToPem } from '../platform/pem.ts';
 import { splitDer } from '../workload/der.ts';
 import type { Logger } from '../platform/logger.ts';
 import type { WorkloadSecrets } from './sds-client.ts';

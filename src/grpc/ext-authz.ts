@@ -14,6 +14,7 @@ import { checkRequestToAuthz, decisionToCheckResponse, deniedResponse, Unmappabl
 import type { AuthzMetrics } from '../authz/metrics.ts';
 import { uriSans } from '../identity/mtls.ts';
 import type { Logger } from '../platform/logger.ts';
+import { parsePem } from '../platform/pem.ts';
 import { addService, bindServer, shutdownServer } from './service.ts';
 
 export interface ExtAuthzServerOptions {
@@ -43,9 +44,9 @@ export interface ExtAuthzServer {
 export function spiffeIdOfCertificate(urlEncodedPem: string): string | undefined {
   try {
     const pem = decodeURIComponent(urlEncodedPem);
-    const m = /-----BEGIN CERTIFICATE-----([A-Za-z0-9+/=\s]+)-----END CERTIFICATE-----/.exec(pem);
-    if (!m) return undefined;
-    const ids = uriSans(Buffer.from(m[1]!.replace(/\s+/g, ''), 'base64')).filter((u) => u.startsWith('spiffe://'));
+    const cert = parsePem(pem, { outside: 'ignore' }).find((b) => b.label === 'CERTIFICATE');
+    if (!cert) return undefined;
+    const ids = uriSans(cert.der).filter((u) => u.startsWith('spiffe://'));
     return ids.length === 1 ? ids[0] : undefined;
   } catch {
     return undefined;

@@ -9,6 +9,7 @@
  */
 import { createPublicKey, verify, type KeyObject } from 'node:crypto';
 import { CastellanError } from '../platform/errors.ts';
+import { parsePem, PemSyntaxError, type PemBlock } from '../platform/pem.ts';
 import { bytesEqual, children, expectTag, hex, malformed, oidString, readTlv, validateTree, type Tlv } from './der.ts';
 
 export interface CsrInfo {
@@ -40,42 +41,31 @@ const SIG_ALGS: Record<string, { hash: string; key: 'ec' | 'rsa' }> = {
 const NULL = hex('0500');
 const VERSION_0 = hex('020100');
 const RSA_E_65537 = hex('0203010001');
-const PEM_RE = /^\s*-----BEGIN CERTIFICATE REQUEST-----\r?\n([A-Za-z0-9+/\r\n]+={0,2})\r?\n?-----END CERTIFICATE REQUEST-----\s*$/;
 
 function keyPolicy(msg: string): CastellanError {
   return new CastellanError('INVALID_ARGUMENT', 'csr.key_policy', `CSR key refused: ${msg}`);
 }
 
-const B64_VALUE = new Int8Array(128).fill(-1);
-for (let i = 0; i < 64; i++) B64_VALUE['ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/'.charCodeAt(i)] = i;
-
 /**
- * Decodes exactly one PEM "CERTIFICATE REQUEST" block to DER. The base64
- * must be canonical: padded to a multiple of 4 characters, with zero unused
- * bits, so one DER has one PEM body (checked by counting, not by encoding
- * the DER again: this runs for every request).
+ * Decodes exactly one PEM "CERTIFICATE REQUEST" block to DER, through the
+ * one strict PEM parser (src/platform/pem.ts: canonical base64, so one DER
+ * has one PEM body; only whitespace around the block).
  */
 export function csrPemToDer(pem: string): Buffer {
   if (typeof pem !== 'string') throw malformed('not text');
   if (pem.length > MAX_CSR_PEM_BYTES) throw malformed(`larger than ${MAX_CSR_PEM_BYTES} bytes`);
-  const m = PEM_RE.exec(pem);
-  if (!m) {
+  let blocks: PemBlock[] | undefined;
+  try {
+    blocks = parsePem(pem);
+  } catch (e) {
+    if (!(e instanceof PemSyntaxError)) throw e;
+    if (e.problem === 'base64') throw malformed('invalid base64');
+  }
+  if (blocks?.length !== 1 || blocks[0]!.label !== 'CERTIFICATE REQUEST') {
     const n = (pem.match(/-----BEGIN /g) ?? []).length;
     throw malformed(n > 1 ? 'more than one PEM block' : 'expected one PEM block labelled CERTIFICATE REQUEST');
   }
-  const body = m[1]!; // only base64 characters, CR and LF, then up to two '=' (PEM_RE)
-  const pad = body.endsWith('==') ? 2 : body.endsWith('=') ? 1 : 0;
-  let breaks = 0;
-  for (let i = body.indexOf('\n'); i !== -1; i = body.indexOf('\n', i + 1)) breaks++;
-  if (body.includes('\r')) for (let i = body.indexOf('\r'); i !== -1; i = body.indexOf('\r', i + 1)) breaks++;
-  let lastAt = body.length - pad - 1;
-  while (lastAt >= 0 && (body.charCodeAt(lastAt) === 0x0a || body.charCodeAt(lastAt) === 0x0d)) lastAt--;
-  const chars = body.length - breaks; // padding included
-  // Node's decoder skips the line breaks; the DER must use every character but the padding's bits.
-  const der = Buffer.from(body, 'base64');
-  const unusedBits = pad === 2 ? 0x0f : pad === 1 ? 0x03 : 0;
-  if (chars % 4 !== 0 || lastAt < 0 || der.length !== (chars / 4) * 3 - pad || (B64_VALUE[body.charCodeAt(lastAt)]! & unusedBits) !== 0) throw malformed('invalid base64');
-  return der;
+  return blocks[0]!.der;
 }
 
 interface ParsedKey {

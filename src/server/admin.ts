@@ -10,7 +10,7 @@ import { AdminService, AuthoritySchema, StatusResponseSchema, TransitionResponse
 import { addService, bindServer, shutdownServer } from '../grpc/service.ts';
 import { toGrpcError } from '../grpc/status.ts';
 import type { AuthorityStatus, CaManager } from '../ca/manager.ts';
-import { derToPem } from '../ca/pem.ts';
+import { derToPem } from '../platform/pem.ts';
 import type { TransitionResult } from '../ca/keyring.ts';
 import type { JwtKeyManager, JwtKeyStatus } from '../ca/jwt-manager.ts';
 import type { JwtTransition } from '../ca/jwt-keys.ts';

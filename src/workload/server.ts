@@ -36,7 +36,7 @@ import { asCastellanError, CastellanError } from '../platform/errors.ts';
 import { silentLogger, type Logger } from '../platform/logger.ts';
 import { prepareSocketPath, type SocketPolicy } from '../sds/socket.ts';
 import { serveOnUnixSocket } from '../sds/server.ts';
-import { parseCertificatesPem } from '../ca/pem.ts';
+import { parseCertificatesPem } from '../platform/pem.ts';
 import { parseSpiffeId } from '../spiffe/id.ts';
 import type { IssuedCertificate } from '../agent/cache.ts';
 import type { WorkloadMetrics } from './metrics.ts';

@@ -10,7 +10,7 @@ import { activate, addLeaves, addPrepared, autoThresholds, buildView, nextAutoSt
 import { emptyLeaves, parseKeyringDoc, type AuthorityRecord, type KeyringDoc } from '../../src/ca/keyring-doc.ts';
 import { CaManager } from '../../src/ca/manager.ts';
 import { certInfo } from '../../src/ca/authority.ts';
-import { parseCertificatesPem } from '../../src/ca/pem.ts';
+import { parseCertificatesPem } from '../../src/platform/pem.ts';
 import { FakeClock } from '../../src/platform/clock.ts';
 import { CastellanError } from '../../src/platform/errors.ts';
 import { silentLogger } from '../../src/platform/logger.ts';

@@ -15,7 +15,7 @@ import { DevTokenIssuer } from '../../src/identity/dev-issuer.ts';
 import { startCaServer, type CaServerHandle } from '../../src/server/ca-server.ts';
 import { defaultServerConfig } from '../../src/server/config.ts';
 import { uriSans } from '../../src/identity/mtls.ts';
-import { parseCertificatesPem } from '../../src/ca/pem.ts';
+import { parseCertificatesPem } from '../../src/platform/pem.ts';
 import { opensslCsr, peculiarCsr } from '../support/csr.ts';
 import { opensslVerify } from '../support/verifiers.ts';
 import { tempDir } from '../support/tmp.ts';

@@ -14,7 +14,7 @@ import { IstioCertificateRequestSchema, IstioCertificateService, type IstioCerti
 import { TrustService, WatchBundleRequestSchema, type BundleUpdate as BundleUpdateMessage } from '../gen/castellan/v1/trust_pb.js';
 import { JwtSvidService, MintJwtSvidRequestSchema } from '../gen/castellan/v1/jwt_pb.js';
 import { createClient } from '../grpc/service.ts';
-import { CastellanError, type ErrorKind } from '../platform/errors.ts';
+import { CastellanError, isErrorCode, type ErrorKind } from '../platform/errors.ts';
 import type { CertificateSource } from './cache.ts';
 import type { AgentMetrics } from './metrics.ts';
 import { silentLogger, type Logger } from '../platform/logger.ts';
@@ -75,7 +75,8 @@ export function fromGrpcError(e: unknown): CastellanError {
   const name = grpc.status[se.code] ?? String(se.code);
   const trailer = se.metadata?.get(ERROR_TRAILER)[0];
   const serverCode = typeof trailer === 'string' && /^[a-z0-9_.-]{1,64}$/.test(trailer) ? ` (${trailer})` : '';
-  return new CastellanError(kind, `ca_client.${name.toLowerCase()}`, `CA answered ${name}${serverCode}: ${String(se.details ?? '').slice(0, 300)}`, { cause: e });
+  const code = `ca_client.${name.toLowerCase()}`;
+  return new CastellanError(kind, isErrorCode(code) ? code : 'ca_client.failed', `CA answered ${name}${serverCode}: ${String(se.details ?? '').slice(0, 300)}`, { cause: e });
 }
 
 export interface BundleUpdate {

@@ -18,7 +18,7 @@
  * from `claims.iss`/`claims.sub` or from `principal` split at its last `/`.
  */
 import { parseAllDocuments } from 'yaml';
-import { CastellanError } from '../platform/errors.ts';
+import { CastellanError, type ErrorCode } from '../platform/errors.ts';
 import type { AuthzRequest, HttpAttributes, RequestAuth } from './model.ts';
 import { parseRequestIp } from './ip.ts';
 import { formatPath, type FieldPath } from './validate.ts';
@@ -257,7 +257,7 @@ export function parseRequestText(text: string, where = 'request'): AuthzRequest 
 }
 
 /** One YAML (or JSON) document; CastellanError(INVALID_ARGUMENT, code) otherwise. */
-export function parseSingleDocument(text: string, where: string, code: string): unknown {
+export function parseSingleDocument(text: string, where: string, code: ErrorCode): unknown {
   const bad = (msg: string): CastellanError => new CastellanError('INVALID_ARGUMENT', code, `${where}: ${msg}`);
   if (text.length > 16 * 1024 * 1024) throw bad('document larger than 16 MiB');
   let docs;

@@ -16,7 +16,7 @@
  */
 import { createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes } from 'node:crypto';
 import { z } from 'zod';
-import { CastellanError } from '../platform/errors.ts';
+import { CastellanError, type ErrorCode } from '../platform/errors.ts';
 import { autoThresholds } from './thresholds.ts';
 
 export const JWT_ALGS = ['ES256', 'ES384', 'RS256', 'PS256'] as const;
@@ -127,7 +127,7 @@ export interface JwtTransition {
   forcedRisk?: string;
 }
 
-function refuse(code: string, msg: string): CastellanError {
+function refuse(code: ErrorCode, msg: string): CastellanError {
   return new CastellanError('FAILED_PRECONDITION', code, msg);
 }
 

@@ -11,7 +11,7 @@
  * signed is alive (gone from the bundle).
  */
 import { X509Certificate } from 'node:crypto';
-import { CastellanError } from '../platform/errors.ts';
+import { CastellanError, type ErrorCode } from '../platform/errors.ts';
 import { buildAuthority, certInfo, type SigningAuthority } from './authority.ts';
 import type { AuthorityRecord, AuthorityState, KeyringDoc } from './keyring-doc.ts';
 import { parseCertificatesPem } from '../platform/pem.ts';
@@ -145,7 +145,7 @@ export interface TransitionResult {
   forcedRisk?: string;
 }
 
-function refuse(code: string, msg: string): CastellanError {
+function refuse(code: ErrorCode, msg: string): CastellanError {
   return new CastellanError('FAILED_PRECONDITION', code, msg);
 }
 

@@ -21,6 +21,7 @@ import {
 } from '../gen/spiffe/workload/workload_pb.js';
 import { helpText, parseCommand, parseDuration, type FlagSpec, type FlagValues } from '../config/flags.ts';
 import { createClient, type GrpcClient } from '../grpc/service.ts';
+import { ERROR_TRAILER } from '../grpc/status.ts';
 import { derToPem } from '../platform/pem.ts';
 import { ensurePrivateDir, writeFilesAtomic } from '../platform/files.ts';
 import { splitDer } from '../workload/der.ts';
@@ -181,7 +182,7 @@ export async function run(argv: string[]): Promise<number> {
     }
     const err = e as grpc.ServiceError;
     // Castellan's own refusals carry its x-castellan-error trailer; a missing connection does not.
-    const answered = (err.metadata?.get('x-castellan-error').length ?? 0) > 0;
+    const answered = (err.metadata?.get(ERROR_TRAILER).length ?? 0) > 0;
     if (!answered && (err.code === grpc.status.UNAVAILABLE || err.code === grpc.status.DEADLINE_EXCEEDED)) {
       process.stderr.write(`castellan workload ${sub}: no answer from the Workload API at ${socket} (${err.details || err.message}); is the agent running with --workload-api-socket ${socket}?\n`);
       return 3;

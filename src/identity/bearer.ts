@@ -3,13 +3,13 @@
  * one value, exactly `Bearer <JWS compact>` (scheme case-insensitive, one
  * space), at most 16 KiB.
  */
-import { CastellanError } from '../platform/errors.ts';
+import { CastellanError, type ErrorCode } from '../platform/errors.ts';
 import { isDns1123Label, isDns1123Subdomain } from '../spiffe/id.ts';
 
 export const MAX_TOKEN_BYTES = 16 * 1024;
 const BEARER = /^Bearer ([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*)$/i;
 
-export function unauthenticated(code: string, msg: string, cause?: unknown): CastellanError {
+export function unauthenticated(code: ErrorCode, msg: string, cause?: unknown): CastellanError {
   return new CastellanError('UNAUTHENTICATED', code, msg, { cause });
 }
 

@@ -70,6 +70,9 @@ function clip(s: string): string {
   return s.length > 240 ? `${s.slice(0, 240)}…` : s;
 }
 
+/** The areas whose API failures kubeFailure names; each has its five codes in the registry (src/platform/errors.ts). */
+export type KubeArea = 'bundle' | 'keystore';
+
 /**
  * Maps a failed API call to a CastellanError with code `<prefix>.<what>`:
  * 401/403 → PERMISSION_DENIED `.forbidden` (RBAC), 404 → NOT_FOUND `.not_found`,
@@ -77,7 +80,7 @@ function clip(s: string): string {
  * 5xx, 429, transport and garbled answers → UNAVAILABLE `.unavailable`.
  * `action` reads like "get Secret castellan-system/castellan-ca".
  */
-export function kubeFailure(e: unknown, prefix: string, action: string): CastellanError {
+export function kubeFailure(e: unknown, prefix: KubeArea, action: string): CastellanError {
   if (e instanceof CastellanError) return e;
   const code = httpStatusOf(e);
   const why = describeKubeFailure(e);

@@ -7,9 +7,9 @@
 import { randomBytes } from 'node:crypto';
 import { promises as fs, constants } from 'node:fs';
 import { dirname, join, basename } from 'node:path';
-import { CastellanError } from './errors.ts';
+import { CastellanError, type ErrorCode } from './errors.ts';
 
-function fileError(code: string, msg: string, cause?: unknown): CastellanError {
+function fileError(code: ErrorCode, msg: string, cause?: unknown): CastellanError {
   return new CastellanError('FAILED_PRECONDITION', code, msg, { cause });
 }
 

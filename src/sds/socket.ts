@@ -17,14 +17,14 @@
 import { promises as fs, readFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { dirname, resolve } from 'node:path';
-import { CastellanError } from '../platform/errors.ts';
+import { CastellanError, type ErrorCode } from '../platform/errors.ts';
 
 export interface SocketPolicy {
   /** Group allowed to connect (Envoy's), as a gid. Undefined: owner only. */
   gid?: number;
 }
 
-function refuse(code: string, msg: string, cause?: unknown): CastellanError {
+function refuse(code: ErrorCode, msg: string, cause?: unknown): CastellanError {
   return new CastellanError('FAILED_PRECONDITION', code, msg, { cause });
 }
 

@@ -26,7 +26,7 @@
 import { createLocalJWKSet, decodeProtectedHeader, errors as joseErrors, jwtVerify, type JSONWebKeySet, type JWTPayload } from 'jose';
 import type { JsonObject } from '@bufbuild/protobuf';
 import type { Clock } from '../platform/clock.ts';
-import { CastellanError } from '../platform/errors.ts';
+import { CastellanError, type CodeSuffix } from '../platform/errors.ts';
 import type { Logger } from '../platform/logger.ts';
 import { parseSpiffeId } from '../spiffe/id.ts';
 import type { WorkloadMetrics } from './metrics.ts';
@@ -57,7 +57,7 @@ export const JWT_SVID_ALGS = ['RS256', 'RS384', 'RS512', 'ES256', 'ES384', 'ES51
 const LEEWAY_S = 30;
 const MAX_CACHED = 256;
 
-function invalid(code: string, msg: string): CastellanError {
+function invalid(code: CodeSuffix<'jwtsvid'>, msg: string): CastellanError {
   return new CastellanError('INVALID_ARGUMENT', `jwtsvid.${code}`, msg);
 }
 

@@ -1,5 +1,5 @@
 /** Messages between the BatchSigner and its worker threads (structured-cloned). */
-import type { ErrorKind } from '../../platform/errors.ts';
+import type { ErrorCode, ErrorKind } from '../../platform/errors.ts';
 import type { IssueRequest, IssueResult, IssuerMaterial } from '../issue.ts';
 
 export interface BatchMessage {
@@ -9,7 +9,7 @@ export interface BatchMessage {
   items: IssueRequest[];
 }
 
-export type ItemOutcome = { ok: true; result: IssueResult } | { ok: false; kind: ErrorKind; code: string; message: string };
+export type ItemOutcome = { ok: true; result: IssueResult } | { ok: false; kind: ErrorKind; code: ErrorCode; message: string };
 
 export interface BatchReply {
   batchId: number;

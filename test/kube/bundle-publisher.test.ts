@@ -204,7 +204,9 @@ describe('ConfigMap trust-bundle publisher (HTTP double of the Kubernetes API)',
     await until(() => bundleIn(late) === pem('current'));
     const outsider = `${g.label}-outsider`;
     env.api.createNamespace(outsider, { 'castellan-test': 'nope' });
-    await sleep(150);
+    // events arrive in order: once a namespace created after it has the bundle, the watch is past the outsider
+    const sentinel = g.ns('sentinel');
+    await until(() => bundleIn(sentinel) === pem('current'));
     expect(bundleIn(outsider)).toBeUndefined();
     const ns = env.api.get('namespaces', undefined, outsider)!;
     env.api.put('namespaces', { ...ns, metadata: { ...ns.metadata, labels: { 'castellan-test': g.label } } });

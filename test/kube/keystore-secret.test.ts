@@ -10,7 +10,7 @@ import { serializeKeyringDoc, type KeyringDoc } from '../../src/ca/keyring-doc.t
 import type { StoredKeyring } from '../../src/ca/keystore.ts';
 import { KEYRING_KEY, secretKeystore, type SecretKeystore } from '../../src/kube/keystore-secret.ts';
 import { CastellanError } from '../../src/platform/errors.ts';
-import { b64, keyringDoc, sleep, startDouble, unb64, until, type DoubleEnv } from './helpers.ts';
+import { b64, keyringDoc, startDouble, unb64, until, type DoubleEnv } from './helpers.ts';
 
 const NS = 'castellan-system';
 let env: DoubleEnv;
@@ -168,8 +168,10 @@ describe('Secret keystore (HTTP double of the Kubernetes API)', () => {
     b.watch(rb.onChange, rb.onError);
     await until(() => rb.changes.length === 1);
     expect(rb.changes[0]).toEqual(stored);
-    await sleep(100);
-    expect(rb.changes).toHaveLength(1);
+    // a later write is the next change: had the first been told twice, it would sit between them
+    await a.update(keyringDoc(2), stored.version);
+    await until(() => rb.changes.length >= 2);
+    expect(rb.changes.map((c) => c.doc.generation)).toEqual([1, 2]);
   });
 
   it('watch: survives a dropped connection and resumes from its resourceVersion (nothing missed, nothing repeated)', async () => {
@@ -193,8 +195,10 @@ describe('Secret keystore (HTTP double of the Kubernetes API)', () => {
     expect(b.watchStats()!.watches).toBeGreaterThanOrEqual(watchesBefore + 3); // two refused with 503, then one that works
     const resumed = env.api.requests.filter((r) => r.watch && r.resource === 'secrets' && r.query.fieldSelector === `metadata.name=${name}`).at(-1)!;
     expect(resumed.query.resourceVersion).toBe(cur.version);
-    await sleep(100);
-    expect(rb.changes).toHaveLength(2);
+    // a later write is the next change: a repeat of 3 after the resume would sit between them
+    await a.update(keyringDoc(4), v3.version);
+    await until(() => rb.changes.length >= 3);
+    expect(rb.changes.map((c) => c.doc.generation)).toEqual([2, 3, 4]);
     expect(rb.errors).toEqual([]);
   });
 

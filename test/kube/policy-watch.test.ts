@@ -163,7 +163,6 @@ describe('AuthorizationPolicy watcher (HTTP double of the Kubernetes API)', () =
     put({ ...ap('istio-system', 'mesh', { action: 'ALLOW' }), apiVersion: 'security.istio.io/v1beta1' });
     const r = start();
     await r.w.synced;
-    await sleep(100);
     expect(r.changes).toHaveLength(1);
     expect(r.ids()).toEqual(['bar/deny-admin', 'foo/z-allow', 'istio-system/mesh']);
     const deny = r.changes[0]!.policies[0]!;
@@ -175,6 +174,10 @@ describe('AuthorizationPolicy watcher (HTTP double of the Kubernetes API)', () =
     expect(env.api.requests.filter((q) => q.resource === 'authorizationpolicies' && !q.watch).at(-1)).toMatchObject({ namespace: undefined, query: { limit: '500' } });
     await until(() => env.api.openWatches('authorizationpolicies') === 1);
     expect(lastWatchRv()).toBe(env.api.resourceVersion);
+    // a later change is the second onChange: a repeat of the list's would come before it
+    put(ap('foo', 'sentinel', allowFrom('bar')));
+    await until(() => r.ids()?.length === 4);
+    expect(r.changes).toHaveLength(2);
   });
 
   it('pages through a long list (limit/continue)', async () => {
@@ -203,8 +206,10 @@ describe('AuthorizationPolicy watcher (HTTP double of the Kubernetes API)', () =
     const before = r.changes.length;
     for (let i = 0; i < 5; i++) put(ap('baz', `burst${i}`, allowFrom('foo')));
     await until(() => r.ids()?.length === 6);
-    await sleep(100);
-    expect(r.changes.length - before).toBeLessThanOrEqual(2);
+    // one more write after the burst: its onChange comes after any trailing one of the burst
+    put(ap('baz', 'after-burst', allowFrom('foo')));
+    await until(() => r.ids()?.length === 7);
+    expect(r.changes.length - before).toBeLessThanOrEqual(3);
   });
 
   it('a dropped watch connection resumes from the last resourceVersion (or bookmark): nothing lost, nothing repeated, no relist', async () => {

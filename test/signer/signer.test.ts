@@ -117,7 +117,8 @@ for (const workers of [0, 2]) {
 
     it('ok/concurrent-rotation-loses-nothing-mixes-nothing', async () => {
       const reports: BatchReport[] = [];
-      const s = signer({ workers, maxBatchSize: 16, maxBatchWaitMs: 1 }, reports);
+      const clock = new FakeClock(Date.now());
+      const s = signer({ workers, maxBatchSize: 16, maxBatchWaitMs: 1, clock }, reports);
       s.setIssuer(cas[0]!.material);
       const N = workers ? 1500 : 600;
       const ps: Promise<IssueResult>[] = [];
@@ -130,8 +131,13 @@ for (const workers of [0, 2]) {
           s.setIssuer(cas[k % cas.length]!.material);
           rotations++;
         }
-        if (k % 3 === 0) await new Promise((r) => setImmediate(r));
+        if (k % 3 === 0) {
+          // a partial batch's window ends every third turn (on the test's clock)
+          clock.advance(1);
+          await new Promise((r) => setImmediate(r));
+        }
       }
+      clock.advance(1);
       const out = await settleAll(ps);
       expect(rotations).toBeGreaterThan(10);
       const failures = out.filter((o) => !o.ok);

@@ -160,8 +160,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
   let closed = false;
   let tainted: string[] = [];
 
-  // Bundle updates pushed by a Castellan CA (castellan.v1.TrustService): tainted issuers
-  // re-issue at once, new roots reach Envoy as ROOTCA before anything is signed by them.
+  // CA pushes (castellan.v1.TrustService): tainted issuers re-issue at once, new roots reach Envoy first, federated bundles before the Workload API reads them.
   let stopWatch: (() => void) | undefined;
   let watchTimer: TimerHandle | undefined;
   let watchDelay = 1000;
@@ -179,6 +178,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
         (u) => {
           watchDelay = 1000;
           tainted = u.taintedIds;
+          cache.applyFederatedBundles(u.federatedBundles);
           workload?.onBundleUpdate(u);
           void onBundle(u.bundlePem);
         },

@@ -44,8 +44,8 @@ export async function makeRoot(name: string, o: { ca?: boolean } = {}): Promise<
   return { name, keys, cert, pem: cert.toString('pem') + '\n' };
 }
 
-/** A leaf for `spiffeId` signed by `root`; a fresh key unless `publicKey` is given (then keyPem is ''). */
-export async function issueLeaf(root: TdRoot, spiffeId: string, o: { publicKey?: webcrypto.CryptoKey; ttlMs?: number } = {}): Promise<Leaf> {
+/** A leaf for `spiffeId` (and `dns` names) signed by `root`; a fresh key unless `publicKey` is given (then keyPem is ''). */
+export async function issueLeaf(root: TdRoot, spiffeId: string | undefined, o: { publicKey?: webcrypto.CryptoKey | x509.PublicKey; ttlMs?: number; dns?: string[] } = {}): Promise<Leaf> {
   const keys = o.publicKey ? undefined : await keyPair();
   const cert = await x509.X509CertificateGenerator.create({
     serialNumber: '0' + Math.floor(Math.random() * 1e12).toString(16),
@@ -57,7 +57,7 @@ export async function issueLeaf(root: TdRoot, spiffeId: string, o: { publicKey?:
     signingKey: root.keys.privateKey,
     signingAlgorithm: ALG,
     extensions: [
-      new x509.SubjectAlternativeNameExtension([{ type: 'url', value: spiffeId }], true),
+      new x509.SubjectAlternativeNameExtension([...(spiffeId ? [{ type: 'url' as const, value: spiffeId }] : []), ...(o.dns ?? []).map((d) => ({ type: 'dns' as const, value: d }))], true),
       new x509.BasicConstraintsExtension(false, undefined, true),
       new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyEncipherment, true),
       new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth]),

@@ -36,6 +36,7 @@ import { clusterPorts } from './cluster-ports.ts';
 import type { ServerConfig } from './config.ts';
 import { startOpsServer, type OpsServer } from '../platform/http.ts';
 import { istioCertificateService } from './istio-ca-rpc.ts';
+import { DEFAULT_REFRESH_HINT_SECONDS, Federation } from './federation.ts';
 import { followKeyring, issuerMaterial } from './keyring-fanout.ts';
 import { createCaMetrics, type CaMetrics } from './metrics.ts';
 import { KeyedRateLimiter } from './ratelimit.ts';
@@ -56,6 +57,8 @@ export interface CaServerHandle {
   readonly manager: CaManager;
   /** The JWT-SVID signing keys (absent with --no-jwt-svid). */
   readonly jwtKeys?: JwtKeyManager;
+  /** This trust domain's bundle and the foreign ones (docs/federation.md). */
+  readonly federation: Federation;
   /** The authority that signs now. */
   authority(): SigningAuthority;
   /** Stops accepting calls, lets in-flight ones finish (up to the shutdown grace), frees everything. */
@@ -176,13 +179,14 @@ export async function startCaServer(config: ServerConfig, deps: CaServerDeps = {
     metrics,
   };
 
+  const federation = new Federation({ manager, jwtKeys, refreshHintSeconds: DEFAULT_REFRESH_HINT_SECONDS, clock, logger });
   const serving = await ServingIdentity.start({ plaintext: config.plaintext, listen: config.grpcListen, dnsNames: config.serverDns, trustDomain: config.trustDomain, view: () => manager.view(), clock, logger });
   const bundleWatchers: BundleWatchers = new Set();
   const unsubscribe = await followKeyring({ manager, signer, setExpiries, serving, dataDir: config.dataDir, leader, publisher, bundleWatchers, logger });
 
   const server = grpcServer(config);
   addService(server, IstioCertificateService, istioCertificateService(serviceDeps));
-  addService(server, TrustService, trustService(serviceDeps, bundleWatchers, () => jwtBundleFields(jwtKeys, config.jwt)));
+  addService(server, TrustService, trustService(serviceDeps, bundleWatchers, () => ({ ...jwtBundleFields(jwtKeys, config.jwt), ...federation.bundleUpdateFields() })));
   if (jwtKeys && config.jwt) addJwtSvidService(server, serviceDeps, jwtKeys, config.jwt);
   const health = new HealthImplementation({ '': 'SERVING', [CA_SERVICE_NAME]: 'SERVING' });
   health.addToServer(server);
@@ -200,6 +204,7 @@ export async function startCaServer(config: ServerConfig, deps: CaServerDeps = {
       socketPath: config.adminSocket ?? join(config.dataDir, 'admin.sock'),
       manager,
       jwtKeys,
+      federation,
       keystoreWhere: keystore.where,
       propagationMs: config.propagationMs,
       autoRotate: config.autoRotate,
@@ -228,6 +233,7 @@ export async function startCaServer(config: ServerConfig, deps: CaServerDeps = {
     metrics,
     manager,
     jwtKeys,
+    federation,
     authority: () => manager.view().active,
     close() {
       closing ??= (async () => {

@@ -15,6 +15,7 @@ import { z } from 'zod';
 import { CastellanError } from '../platform/errors.ts';
 import { CA_KEY_TYPES } from './keys.ts';
 import { checkJwtKeys, JwtKeyRecordSchema } from './jwt-keys.ts';
+import { checkFederatedBundles, FederatedBundleRecordSchema } from './federation.ts';
 
 export const AUTHORITY_STATES = ['prepared', 'active', 'old', 'tainted', 'retired'] as const;
 export type AuthorityState = (typeof AUTHORITY_STATES)[number];
@@ -65,6 +66,13 @@ const KeyringSchema = z.strictObject({
   authorities: z.array(AuthorityRecordSchema).min(1),
   /** JWT-SVID signing keys (src/ca/jwt-keys.ts); absent before the first start with JWT-SVIDs */
   jwtKeys: z.array(JwtKeyRecordSchema).optional(),
+  /**
+   * Bundles of the foreign trust domains this one federates with
+   * (src/ca/federation.ts); absent before the first one is stored. A replica
+   * older than federation refuses a document that has this field (the schema
+   * is strict): it keeps its last good keyring until it is upgraded.
+   */
+  federatedBundles: z.array(FederatedBundleRecordSchema).optional(),
 });
 export type KeyringDoc = z.infer<typeof KeyringSchema>;
 
@@ -139,6 +147,8 @@ export function parseKeyringDoc(text: string, where: string): KeyringDoc {
   if (active !== 1) throw corruptKeyring(where, `expected exactly one active authority, found ${active}`);
   const jwtProblem = checkJwtKeys(doc.jwtKeys ?? []);
   if (jwtProblem) throw corruptKeyring(where, jwtProblem);
+  const fedProblem = checkFederatedBundles(doc);
+  if (fedProblem) throw corruptKeyring(where, fedProblem);
   return doc;
 }
 

@@ -16,6 +16,7 @@ import type { Clock, TimerHandle } from '../platform/clock.ts';
 import type { Logger } from '../platform/logger.ts';
 import { createSelfSignedRoot, buildAuthority } from './authority.ts';
 import { authorityStatus, type AuthorityStatus } from './authority-status.ts';
+import { federationFingerprint } from './federation.ts';
 import { emptyLeaves, type AuthorityRecord, type KeyringDoc } from './keyring-doc.ts';
 import { activate, addLeaves, addPrepared, buildView, nextAutoStep, retire, taint, type KeyringView, type TransitionResult } from './keyring.ts';
 import type { CaKeyType } from './keys.ts';
@@ -352,5 +353,5 @@ export class CaManager {
 }
 
 function statesOf(v: KeyringView, doc?: KeyringDoc): string {
-  return v.records.map((r) => `${r.id}:${r.state}`).join(',') + '|' + (doc?.jwtKeys ?? []).map((k) => `${k.kid}:${k.state}`).join(',');
+  return v.records.map((r) => `${r.id}:${r.state}`).join(',') + '|' + (doc?.jwtKeys ?? []).map((k) => `${k.kid}:${k.state}`).join(',') + '|' + (doc ? federationFingerprint(doc) : '');
 }

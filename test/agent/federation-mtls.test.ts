@@ -13,40 +13,23 @@
  * API's federated bundles and pushes, ALL decoded by Python, JWT-SVIDs of a
  * foreign trust domain validated with that domain's keys only.
  */
-import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
-import * as tls from 'node:tls';
 import { create } from '@bufbuild/protobuf';
-import { anyUnpack } from '@bufbuild/protobuf/wkt';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { startAgent, type AgentHandle } from '../../src/agent/agent.ts';
-import { chainsTo, splitPemCertificates, uriSansOf } from '../../src/agent/cert-info.ts';
-import { SecretSchema } from '../../src/gen/envoy/extensions/transport_sockets/tls/v3/secret_pb.js';
-import { SPIFFECertValidatorConfigSchema } from '../../src/gen/envoy/extensions/transport_sockets/tls/v3/tls_spiffe_validator_config_pb.js';
-import { DiscoveryRequestSchema } from '../../src/gen/envoy/service/discovery/v3/discovery_pb.js';
-import { SecretDiscoveryService } from '../../src/gen/envoy/service/secret/v3/sds_pb.js';
-import {
-  JWTBundlesRequestSchema,
-  SpiffeWorkloadAPI,
-  ValidateJWTSVIDRequestSchema,
-  X509BundlesRequestSchema,
-  X509SVIDRequestSchema,
-  type X509SVIDResponse,
-} from '../../src/gen/spiffe/workload/workload_pb.js';
-import { createClient } from '../../src/grpc/service.ts';
-import { fromBinary } from '@bufbuild/protobuf';
-import { parseSpiffeId } from '../../src/spiffe/id.ts';
+import { chainsTo, splitPemCertificates } from '../../src/agent/cert-info.ts';
+import { JWTBundlesRequestSchema, ValidateJWTSVIDRequestSchema, X509BundlesRequestSchema, X509SVIDRequestSchema } from '../../src/gen/spiffe/workload/workload_pb.js';
 import { splitDer } from '../../src/workload/der.ts';
 import { describeWith, peers } from '../support/peers.ts';
 import { tempDir } from '../support/tmp.ts';
 import { generateSdsStubs, PYTHON } from '../sds/py-stubs.ts';
 import { FederatingCa } from './federating-ca.ts';
+import { buildGo, collect, derToPem, goFlags, goServer, killPeers, md, nodeCall, sdsMaterial, until, workloadClient, x509Svid } from './fed-peers.ts';
 import { issueLeaf, makeRoot } from './td-pki.ts';
 
 const tmp = tempDir('castellan-fed-mtls-');
@@ -54,48 +37,7 @@ let caA: FederatingCa;
 let caB: FederatingCa;
 let agentA: AgentHandle;
 let agentB: AgentHandle;
-const procs: ChildProcess[] = [];
-
-const derToPem = (ders: Uint8Array[]): string => ders.map((d) => new X509Certificate(Buffer.from(d)).toString()).join('');
-const md = (): grpc.Metadata => {
-  const m = new grpc.Metadata();
-  m.set('workload.spiffe.io', 'true');
-  return m;
-};
-const workloadClient = (a: AgentHandle) => createClient(SpiffeWorkloadAPI, `unix:${a.workload!.server.socketPath}`, grpc.credentials.createInsecure());
-
-/** Messages of a Workload API stream, as they come. */
-function collect<T>(stream: grpc.ClientReadableStream<T>): { msgs: T[]; next: (n: number) => Promise<T> } {
-  const msgs: T[] = [];
-  const waiters: (() => void)[] = [];
-  stream.on('data', (m: T) => {
-    msgs.push(m);
-    for (const w of waiters.splice(0)) w();
-  });
-  stream.on('error', () => undefined);
-  return {
-    msgs,
-    next: async (n) => {
-      const deadline = Date.now() + 10_000;
-      while (msgs.length < n) {
-        if (Date.now() > deadline) throw new Error(`stream: ${msgs.length} messages, waited for ${n}`);
-        await new Promise<void>((r) => {
-          waiters.push(r);
-          setTimeout(r, 200);
-        });
-      }
-      return msgs[n - 1]!;
-    },
-  };
-}
-
-async function until(cond: () => boolean, what: string): Promise<void> {
-  const deadline = Date.now() + 15_000;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+let goBin = '';
 
 async function agentFor(ca: FederatingCa, sa: string): Promise<AgentHandle> {
   const dir = join(tmp.path, ca.trustDomain);
@@ -119,126 +61,6 @@ async function agentFor(ca: FederatingCa, sa: string): Promise<AgentHandle> {
   return agent;
 }
 
-/** `default` and `ALL` from an agent's SDS socket (grpc-js client, protobuf-es decoding). */
-async function sdsMaterial(a: AgentHandle): Promise<{ chainPem: string; keyPem: string; domains: Map<string, string> }> {
-  const c = createClient(SecretDiscoveryService, `unix:${a.sdsSocket}`, grpc.credentials.createInsecure());
-  try {
-    const r = await c.fetchSecrets(create(DiscoveryRequestSchema, { node: { id: 'fed-test' }, resourceNames: ['default', 'ALL'] }));
-    let chainPem = '';
-    let keyPem = '';
-    const domains = new Map<string, string>();
-    for (const any of r.resources) {
-      const s = anyUnpack(any, SecretSchema)!;
-      if (s.type.case === 'tlsCertificate') {
-        chainPem = Buffer.from((s.type.value.certificateChain!.specifier as { value: Uint8Array }).value).toString();
-        keyPem = Buffer.from((s.type.value.privateKey!.specifier as { value: Uint8Array }).value).toString();
-      } else if (s.type.case === 'validationContext') {
-        const cfg = fromBinary(SPIFFECertValidatorConfigSchema, s.type.value.customValidatorConfig!.typedConfig!.value);
-        for (const td of cfg.trustDomains) domains.set(td.name, Buffer.from((td.trustBundle!.specifier as { value: Uint8Array }).value).toString());
-      }
-    }
-    return { chainPem, keyPem, domains };
-  } finally {
-    c.close();
-  }
-}
-
-/** The first FetchX509SVID response of an agent. */
-async function x509Svid(a: AgentHandle): Promise<X509SVIDResponse> {
-  const c = workloadClient(a);
-  const s = c.fetchX509SVID(create(X509SVIDRequestSchema, {}), { metadata: md() });
-  try {
-    return await collect(s).next(1);
-  } finally {
-    s.cancel();
-    c.close();
-  }
-}
-
-let goBin = '';
-function buildGo(): string {
-  if (!goBin) {
-    const dir = join(tmp.path, 'go');
-    mkdirSync(dir, { recursive: true });
-    goBin = join(dir, 'go-fedtls');
-    execFileSync('go', ['build', '-o', goBin, join(import.meta.dirname, 'go-fedtls', 'main.go')], {
-      env: { ...process.env, GO111MODULE: 'off', GOCACHE: process.env.GOCACHE ?? join(tmpdir(), 'castellan-gocache'), GOPATH: join(dir, 'gopath') },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-  }
-  return goBin;
-}
-
-/** Writes material for the Go peer; returns its flags. */
-function goFlags(name: string, chainPem: string, keyPem: string, bundles: Record<string, string>): string[] {
-  const dir = join(tmp.path, 'peer-' + name);
-  mkdirSync(dir, { recursive: true });
-  writeFileSync(join(dir, 'chain.pem'), chainPem);
-  writeFileSync(join(dir, 'key.pem'), keyPem, { mode: 0o600 });
-  const flags = ['-cert', join(dir, 'chain.pem'), '-key', join(dir, 'key.pem')];
-  for (const [td, pem] of Object.entries(bundles)) {
-    writeFileSync(join(dir, `${td}.pem`), pem);
-    flags.push('-bundle', `${td}=${join(dir, `${td}.pem`)}`);
-  }
-  return flags;
-}
-
-/** Starts the Go peer as a server; resolves with its address and the lines it prints per connection. */
-async function goServer(flags: string[]): Promise<{ addr: string; lines: string[] }> {
-  const p = spawn(buildGo(), ['server', ...flags], { stdio: ['ignore', 'pipe', 'pipe'] });
-  procs.push(p);
-  let stderr = '';
-  p.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-  const lines: string[] = [];
-  const rl = createInterface({ input: p.stdout! });
-  const addr = await new Promise<string>((resolve, reject) => {
-    rl.on('line', (l) => {
-      if (l.startsWith('listening ')) resolve(l.slice('listening '.length));
-      else lines.push(l);
-    });
-    p.on('exit', (code) => reject(new Error(`go-fedtls server exited ${code}: ${stderr}`)));
-  });
-  return { addr, lines };
-}
-
-type CallResult = { ok: true; peer: string; line: string } | { ok: false; reason: string };
-
-/**
- * A Node mutual-TLS client validating the server per trust domain: the
- * peer's one SPIFFE ID picks the roots (`domains`, from SDS `ALL`); a trust
- * domain without roots, or a chain that does not verify against them, is refused.
- */
-function nodeCall(addr: string, chainPem: string, keyPem: string, domains: ReadonlyMap<string, string>): Promise<CallResult> {
-  const [host, port] = [addr.slice(0, addr.lastIndexOf(':')), Number(addr.slice(addr.lastIndexOf(':') + 1))];
-  return new Promise((resolve) => {
-    const sock = tls.connect({ host, port, cert: chainPem, key: keyPem, rejectUnauthorized: false, minVersion: 'TLSv1.2' });
-    const done = (r: CallResult): void => {
-      sock.destroy();
-      resolve(r);
-    };
-    sock.on('error', (e) => done({ ok: false, reason: `tls: ${e.message}` }));
-    sock.on('secureConnect', () => {
-      const peer = sock.getPeerX509Certificate();
-      if (!peer) return done({ ok: false, reason: 'no peer certificate' });
-      const uris = uriSansOf(peer.raw);
-      if (uris.length !== 1) return done({ ok: false, reason: `${uris.length} URI SANs` });
-      const td = parseSpiffeId(uris[0]!).trustDomain;
-      const roots = domains.get(td);
-      if (!roots) return done({ ok: false, reason: `no bundle for trust domain ${td}` });
-      const now = Date.now();
-      if (!chainsTo(peer.toString(), roots) || Date.parse(peer.validTo) < now || Date.parse(peer.validFrom) > now) {
-        return done({ ok: false, reason: `chain does not verify against the bundle of ${td}` });
-      }
-      let buf = '';
-      sock.on('data', (d: Buffer) => {
-        buf += d.toString();
-        if (buf.includes('\n')) done({ ok: true, peer: uris[0]!, line: buf.trim() });
-      });
-      sock.on('end', () => done({ ok: false, reason: `server closed: ${buf}` }));
-    });
-  });
-}
-
 describeWith([peers.go], 'federation: mutual TLS across trust domains, scoped per trust domain (F1)', () => {
   beforeAll(async () => {
     [caA, caB] = await Promise.all([FederatingCa.start('a.example'), FederatingCa.start('b.example')]);
@@ -247,11 +69,11 @@ describeWith([peers.go], 'federation: mutual TLS across trust domains, scoped pe
     agentA = await agentFor(caA, 'frontend');
     agentB = await agentFor(caB, 'backend');
     await until(() => agentA.cache.federatedBundles.has('b.example') && agentB.cache.federatedBundles.has('a.example'), 'federated bundles at both agents');
-    buildGo();
+    goBin = buildGo(join(tmp.path, 'go'));
   }, 120_000);
 
   afterAll(async () => {
-    for (const p of procs) p.kill();
+    killPeers();
     await agentA?.close();
     await agentB?.close();
     await caA?.close();
@@ -287,7 +109,8 @@ describeWith([peers.go], 'federation: mutual TLS across trust domains, scoped pe
     const b = await x509Svid(agentB);
     const svid = b.svids[0]!;
     const server = await goServer(
-      goFlags('b', derToPem(splitDer(svid.x509Svid)), createPrivateKey({ key: Buffer.from(svid.x509SvidKey), format: 'der', type: 'pkcs8' }).export({ format: 'pem', type: 'pkcs8' }) as string, {
+      goBin,
+      goFlags(tmp.path, 'b', derToPem(splitDer(svid.x509Svid)), createPrivateKey({ key: Buffer.from(svid.x509SvidKey), format: 'der', type: 'pkcs8' }).export({ format: 'pem', type: 'pkcs8' }) as string, {
         'b.example': derToPem(splitDer(svid.bundle)),
         ...Object.fromEntries(Object.entries(b.federatedBundles).map(([k, v]) => [k.replace('spiffe://', ''), derToPem(splitDer(v))])),
       }),
@@ -306,7 +129,7 @@ describeWith([peers.go], 'federation: mutual TLS across trust domains, scoped pe
       const forged = await issueLeaf(caB.root, forgedId);
       // The forged chain does verify against b.example's root, which a.example trusts (for b.example only).
       expect(chainsTo(forged.certPem, [...a.domains.values()].join(''))).toBe(true);
-      const server = await goServer(goFlags(`forged-${forgedId.slice(9, 18)}`, forged.certPem, forged.keyPem, bBundles));
+      const server = await goServer(goBin, goFlags(tmp.path, `forged-${forgedId.slice(9, 18)}`, forged.certPem, forged.keyPem, bBundles));
       const r = await nodeCall(server.addr, a.chainPem, a.keyPem, a.domains);
       expect(r.ok).toBe(false);
       expect((r as { reason: string }).reason).toBe(forgedId.includes('a.example') ? 'chain does not verify against the bundle of a.example' : 'no bundle for trust domain c.example');
@@ -319,8 +142,8 @@ describeWith([peers.go], 'federation: mutual TLS across trust domains, scoped pe
     const svid = b.svids[0]!;
     const keyPem = createPrivateKey({ key: Buffer.from(svid.x509SvidKey), format: 'der', type: 'pkcs8' }).export({ format: 'pem', type: 'pkcs8' }) as string;
     const bundles = { 'b.example': derToPem(splitDer(svid.bundle)), 'a.example': derToPem(splitDer(b.federatedBundles['spiffe://a.example']!)) };
-    const honest = await goServer(goFlags('b-honest', derToPem(splitDer(svid.x509Svid)), keyPem, bundles));
-    const broken = await goServer([...goFlags('b-broken', derToPem(splitDer(svid.x509Svid)), keyPem, bundles), '-one-pool']);
+    const honest = await goServer(goBin, goFlags(tmp.path, 'b-honest', derToPem(splitDer(svid.x509Svid)), keyPem, bundles));
+    const broken = await goServer(goBin, [...goFlags(tmp.path, 'b-broken', derToPem(splitDer(svid.x509Svid)), keyPem, bundles), '-one-pool']);
     const trustAll = new Map([['b.example', caB.root.pem]]);
     const forgedA = await issueLeaf(caB.root, 'spiffe://a.example/ns/default/sa/evil');
     const forgedC = await issueLeaf(caB.root, 'spiffe://c.example/ns/default/sa/evil');

@@ -133,7 +133,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     client?.close();
     throw e;
   }
-  metrics.bind({ status: () => cache.status(), streams: () => sds.activeStreams() });
+  metrics.bind({ status: () => cache.status(), streams: () => sds.activeStreams(), federated: () => cache.federatedBundles });
   let ops: OpsServer | undefined;
   try {
     // On the main thread: a second V8 isolate for three endpoints would cost the pod more

@@ -103,6 +103,14 @@ describeWith([peers.go], 'federation: mutual TLS across trust domains, scoped pe
     }
   });
 
+  it('ok/metrics: the sequence and the earliest root expiry of each foreign bundle', async () => {
+    const text = await agentB.metrics.registry.metrics();
+    expect(text).toMatch(/castellan_agent_federated_bundle_sequence\{trust_domain="a\.example"\} 1\n/);
+    const m = /cert_expiry_seconds\{resource_name="spiffe:\/\/a\.example"\} ([\d.]+)/.exec(text);
+    expect(Number(m?.[1])).toBeGreaterThan(29 * 86400);
+    expect(text).not.toMatch(/trust_domain="b\.example"|resource_name="spiffe:\/\/b\.example"/);
+  });
+
   it('ok/a.example (SDS default + ALL, Node) calls b.example (Workload API material, Go peer) over mutual TLS, each validating per trust domain', async () => {
     const a = await sdsMaterial(agentA);
     expect([...a.domains.keys()]).toEqual(['a.example', 'b.example']);

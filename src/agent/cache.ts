@@ -174,7 +174,8 @@ export class SecretCache implements SecretStore {
 
   dynamicNames(): readonly string[] {
     const own = this.ownTrustDomain;
-    return [...(own ? [trustDomainResourceName(own)] : []), ...[...this.federation.bundles.keys()].map(trustDomainResourceName)];
+    const foreign = [...this.federation.bundles].filter(([, b]) => b.x509Pem !== '').map(([td]) => trustDomainResourceName(td));
+    return [...(own ? [trustDomainResourceName(own)] : []), ...foreign];
   }
 
   /** This agent's trust domain: configured, else that of the served leaf. */

@@ -115,6 +115,7 @@ describe('secret cache with federation (SDS resources)', () => {
     expect(decode(cache.get('ALL')).domains!.map(([td]) => td)).toEqual(['a.example']);
     expect(cache.get('spiffe://b.example')).toBeUndefined();
     expect(cache.federatedBundles.has('b.example')).toBe(true);
+    expect(cache.dynamicNames()).toEqual(['spiffe://a.example']);
   });
 
   it('ok/root rotation of our own trust domain changes ALL and spiffe://own with ROOTCA', async () => {

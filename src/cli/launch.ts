@@ -18,9 +18,17 @@
  * generation otherwise grows to 32 MiB committed (two 16 MiB halves) for a
  * heap whose live data is ~25 MiB; at 1 MiB the scavenges are more frequent
  * but each is tiny (bench/agent-footprint.ts, docs/performance.md).
+ *
+ * The CA server: semi-spaces of 4 MiB instead of V8's default (up to 32). Nearly all of
+ * a finished call's objects survive the scavenge after it (what a node:http2
+ * stream reaches stays live until the next full collection), so a scavenge's
+ * pause grows with the semi-space, not with what is really live; smaller
+ * semi-spaces give the same copying in shorter pauses, and a smaller young
+ * generation (docs/performance.md, "The half-peak tail").
  */
 export const ROLE_NODE_FLAGS: Readonly<Record<string, readonly string[]>> = {
   agent: ['--max-semi-space-size=1'],
+  server: ['--max-semi-space-size=4'],
 };
 
 const flagName = (f: string): string => f.split('=')[0]!.replace(/_/g, '-');

@@ -11,7 +11,7 @@
  * Nothing slow belongs in here: authentication happens before `issue()`.
  */
 import { Worker } from 'node:worker_threads';
-import { systemClock, type Clock } from '../../platform/clock.ts';
+import { systemClock, type Clock, type TimerHandle } from '../../platform/clock.ts';
 import { CastellanError } from '../../platform/errors.ts';
 import type { IssueRequest, IssueResult, IssuerMaterial } from '../issue.ts';
 import type { BatchMessage, BatchReply, ItemOutcome } from './protocol.ts';
@@ -42,7 +42,11 @@ export interface BatchSignerOptions {
    * tail got worse in a bench/grpc-e2e run (docs/performance.md). Default 0.
    */
   nice?: number;
-  /** Time for requests that bring none and for close()'s drain deadline; default the system clock. */
+  /**
+   * Time for requests that bring none, the batch-wait window (when
+   * maxBatchWaitMs > 0), the batches' signMs and close()'s drain deadline;
+   * default the system clock.
+   */
   clock?: Clock;
   /** Observer called once per settled batch (metrics, tests). Must not throw. */
   onBatch?: (b: BatchReport) => void;
@@ -56,12 +60,14 @@ export interface BatchReport {
   /** serialHex of every certificate issued by this batch */
   readonly serials: readonly string[];
   readonly errors: number;
-  /** ms from the batch being cut to its results arriving */
+  /** ms of the signer's clock from the batch being cut to its results arriving */
   readonly signMs: number;
 }
 
 interface Pending {
   req: IssueRequest;
+  /** aborted when the caller has gone away: the request is dropped when its batch is cut */
+  signal: AbortSignal | undefined;
   resolve: (r: IssueResult) => void;
   reject: (e: CastellanError) => void;
 }
@@ -88,7 +94,7 @@ export class BatchSigner {
   private readonly opts: BatchSignerOptions;
   private issuer: IssuerMaterial | undefined;
   private queue: Pending[] = [];
-  private timer: { timeout?: NodeJS.Timeout; immediate?: NodeJS.Immediate } | undefined;
+  private timer: { window?: TimerHandle; immediate?: NodeJS.Immediate } | undefined;
   /** queued requests have waited their maxBatchWaitMs: cut as soon as a worker is free */
   private ripe = false;
   private slots: WorkerSlot[] = [];
@@ -96,8 +102,12 @@ export class BatchSigner {
   private batchSeq = 0;
   private issued = 0;
   private respawns = 0;
+  /** queued requests dropped unsigned because their caller went away */
+  private abandoned = 0;
   private closed = false;
   private readonly clock: Clock;
+  /** arms the batch-wait window (maxBatchWaitMs > 0) */
+  private readonly windowTimer: (fn: () => void, ms: number) => TimerHandle;
   /** close() waiting for the queue and the batches in flight to empty */
   private onDrained: (() => void) | undefined;
 
@@ -107,6 +117,15 @@ export class BatchSigner {
     }
     this.opts = opts;
     this.clock = opts.clock ?? systemClock;
+    // An injected clock drives the window (a fake one in tests). Without one it is a plain
+    // ref'd timer, as the system clock's are unref'd: a script awaiting issue() with nothing
+    // else pending must not exit while its request waits for company.
+    this.windowTimer = opts.clock
+      ? (fn, ms) => opts.clock!.setTimer(fn, ms)
+      : (fn, ms) => {
+          const t = setTimeout(fn, ms);
+          return { cancel: () => clearTimeout(t) };
+        };
     for (let i = 0; i < opts.workers; i++) this.slots.push(this.spawn());
   }
 
@@ -158,7 +177,7 @@ export class BatchSigner {
    * 'signer.queue_full', UNAVAILABLE 'signer.no_issuer' | 'signer.closed' |
    * 'signer.worker_failed'). `now` defaults to the time of this call.
    */
-  issue(req: Omit<IssueRequest, 'now'> & { now?: number }): Promise<IssueResult> {
+  issue(req: Omit<IssueRequest, 'now'> & { now?: number; signal?: AbortSignal }): Promise<IssueResult> {
     if (this.closed) return Promise.reject(new CastellanError('UNAVAILABLE', 'signer.closed', 'the CA is shutting down'));
     if (!this.issuer) return Promise.reject(new CastellanError('UNAVAILABLE', 'signer.no_issuer', 'the CA has no signing authority yet'));
     if (this.queue.length + this.inFlightCount >= this.opts.maxQueue) {
@@ -166,7 +185,7 @@ export class BatchSigner {
     }
     return new Promise((resolve, reject) => {
       const full: IssueRequest = { csrPem: req.csrPem, spiffeId: req.spiffeId, ttlMs: req.ttlMs, now: req.now ?? this.clock.now() };
-      this.queue.push({ req: full, resolve, reject });
+      this.queue.push({ req: full, signal: req.signal, resolve, reject });
       if (this.ripe || this.queue.length >= this.opts.maxBatchSize) this.cut();
       else if (!this.timer) {
         // 0 ms: ripe at the end of this event-loop turn, so requests decoded from the
@@ -176,7 +195,7 @@ export class BatchSigner {
           this.ripe = true;
           this.cut();
         };
-        this.timer = this.opts.maxBatchWaitMs === 0 ? { immediate: setImmediate(fire) } : { timeout: setTimeout(fire, this.opts.maxBatchWaitMs) };
+        this.timer = this.opts.maxBatchWaitMs === 0 ? { immediate: setImmediate(fire) } : { window: this.windowTimer(fire, this.opts.maxBatchWaitMs) };
       }
     });
   }
@@ -193,14 +212,17 @@ export class BatchSigner {
       this.ripe = false;
       return;
     }
-    if (this.timer?.timeout) clearTimeout(this.timer.timeout);
+    this.timer?.window?.cancel();
     if (this.timer?.immediate) clearImmediate(this.timer.immediate);
     this.timer = undefined;
     const issuer = this.issuer!;
     const live = this.slots.filter((s) => !s.dead);
     if (live.length === 0) {
       // In-thread mode: every batch is cut now and signed one per event-loop turn.
-      while (this.queue.length > 0) this.dispatch(this.batchOf(this.opts.maxBatchSize, issuer), issuer, undefined);
+      while (this.queue.length > 0) {
+        const batch = this.batchOf(this.opts.maxBatchSize, issuer);
+        if (batch) this.dispatch(batch, issuer, undefined);
+      }
       this.ripe = false;
       return;
     }
@@ -209,15 +231,31 @@ export class BatchSigner {
       // Spread what is queued evenly over the free workers, at most maxBatchSize each.
       const size = Math.min(this.opts.maxBatchSize, Math.ceil(this.queue.length / free.length));
       for (const slot of free) {
-        if (this.queue.length === 0) break;
-        this.dispatch(this.batchOf(size, issuer), issuer, slot);
+        const batch = this.batchOf(size, issuer);
+        if (!batch) break;
+        this.dispatch(batch, issuer, slot);
       }
     }
     this.ripe = this.queue.length > 0;
   }
 
-  private batchOf(size: number, issuer: IssuerMaterial): Batch {
-    return { seq: ++this.batchSeq, issuerId: issuer.id, items: this.queue.splice(0, size), cutAt: performance.now() };
+  /**
+   * The next `size` queued requests whose callers are still there, or undefined
+   * when the queue holds none. A request whose caller went away while it waited
+   * is rejected CANCELLED here, unsigned: after a burst whose clients gave up,
+   * the backlog costs nothing to drain.
+   */
+  private batchOf(size: number, issuer: IssuerMaterial): Batch | undefined {
+    const items: Pending[] = [];
+    while (items.length < size && this.queue.length > 0) {
+      for (const p of this.queue.splice(0, size - items.length)) {
+        if (p.signal?.aborted) {
+          this.abandoned++;
+          p.reject(new CastellanError('CANCELLED', 'signer.abandoned', 'the caller went away before its certificate was signed'));
+        } else items.push(p);
+      }
+    }
+    return items.length === 0 ? undefined : { seq: ++this.batchSeq, issuerId: issuer.id, items, cutAt: this.clock.now() };
   }
 
   private dispatch(batch: Batch, issuer: IssuerMaterial, slot: WorkerSlot | undefined): void {
@@ -250,15 +288,15 @@ export class BatchSigner {
       }
     });
     try {
-      this.opts.onBatch?.({ seq: batch.seq, issuerId: batch.issuerId, size: batch.items.length, serials, errors, signMs: performance.now() - batch.cutAt });
+      this.opts.onBatch?.({ seq: batch.seq, issuerId: batch.issuerId, size: batch.items.length, serials, errors, signMs: Math.max(0, this.clock.now() - batch.cutAt) });
     } catch {
       // an observer must not break issuance
     }
     if (this.onDrained && this.queue.length + this.inFlightCount === 0) this.onDrained();
   }
 
-  stats(): { queued: number; inFlight: number; batches: number; issued: number } {
-    return { queued: this.queue.length, inFlight: this.inFlightCount, batches: this.batchSeq, issued: this.issued };
+  stats(): { queued: number; inFlight: number; batches: number; issued: number; abandoned: number } {
+    return { queued: this.queue.length, inFlight: this.inFlightCount, batches: this.batchSeq, issued: this.issued, abandoned: this.abandoned };
   }
 
   /**

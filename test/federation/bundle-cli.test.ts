@@ -112,9 +112,12 @@ describe('castellan bundle', () => {
   it('ok/persistence: a restart keeps the foreign bundles; a second replica on the same keystore sees them', async () => {
     const before = b.server.federation.list().map((x) => x.trustDomain);
     expect(before).toContain('a.example');
+    const seq = b.server.federation.ownBundle().sequence!;
     await b.stop();
     await b.restart();
     expect(b.server.federation.list().map((x) => x.trustDomain)).toEqual(before);
+    // the served spiffe_sequence (the keyring generation) does not go back after a restart
+    expect(b.server.federation.ownBundle().sequence!).toBeGreaterThanOrEqual(seq);
     const replica = await startFedCa(tmp.path, 'b2', 'b.example', { dataDir: b.dataDir, adminSocket: join(tmp.path, 'b2.sock') });
     try {
       expect(replica.server.federation.list().map((x) => x.trustDomain)).toEqual(before);
@@ -122,6 +125,8 @@ describe('castellan bundle', () => {
       writeFileSync(join(tmp.path, 'd.pem'), a.server.trustBundlePem);
       expect((await castellan(['bundle', 'set', '--trust-domain', 'd.example', '--file', 'd.pem', ...sock(replica)], tmp.path)).code).toBe(0);
       await until(() => b.server.federation.find('d.example'), 15_000, 'the other replica to see d.example');
+      // both replicas serve the same spiffe_sequence for the same keyring
+      expect(replica.server.federation.ownBundle().sequence).toBe(b.server.federation.ownBundle().sequence);
     } finally {
       await replica.stop();
     }

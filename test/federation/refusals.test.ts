@@ -26,7 +26,7 @@ let g: FedCa;
 let c: FedCa;
 let fake: Server;
 const log = recordingLogger();
-const served: { body: string } = { body: '' };
+const served: { body: string; requests: number } = { body: '', requests: 0 };
 
 async function svid(ca: FedCa, spiffeId?: string): Promise<{ cert: string; key: string }> {
   const id = await issueServingCertificate(ca.server.authority(), { dnsNames: [], trustDomain: ca.config.trustDomain, ttlMs: 3600_000, now: Date.now(), spiffeId });
@@ -37,7 +37,10 @@ beforeAll(async () => {
   f = await startFedCa(tmp.path, 'f', 'f.example');
   g = await startFedCa(tmp.path, 'g', 'g.example');
   served.body = f.server.federation.ownBundleDocument();
-  fake = createServer(await svid(f, ENDPOINT_ID), (_req, res) => res.writeHead(200, { 'content-type': 'application/json' }).end(served.body));
+  fake = createServer(await svid(f, ENDPOINT_ID), (_req, res) => {
+    served.requests++;
+    res.writeHead(200, { 'content-type': 'application/json' }).end(served.body);
+  });
   await new Promise<void>((r) => fake.listen(0, '127.0.0.1', r));
   const port = (fake.address() as AddressInfo).port;
   writeFileSync(join(tmp.path, 'f.json'), served.body);
@@ -127,4 +130,28 @@ describe('a misbehaving bundle endpoint changes nothing', () => {
     expect(now.record.sequence).toBe(parseSpiffeBundle(newer, 'f.example').sequence);
     expect(c.server.federation.list()[0]!.lastError).toBeUndefined();
   });
+});
+
+describe('only the replica that leads fetches', () => {
+  it('ok/a follower does not fetch; once it leads, it fetches at once', async () => {
+    let leads = false;
+    const listeners: ((l: boolean) => void)[] = [];
+    const leader = { isLeader: () => leads, onChange: (l: (x: boolean) => void) => void listeners.push(l), close: async () => undefined };
+    fake.setSecureContext(await svid(f, ENDPOINT_ID));
+    served.body = f.server.federation.ownBundleDocument();
+    const federation = { ...c.config.federation, refreshMinMs: 200, refreshMaxMs: 400 };
+    const follower = await startFedCa(tmp.path, 'follower', 'c.example', { federation }, { leader });
+    try {
+      const before = served.requests;
+      await new Promise((r) => setTimeout(r, 1500));
+      expect(served.requests).toBe(before);
+      expect(follower.server.federation.find('f.example')).toBeUndefined();
+      leads = true;
+      for (const l of listeners) l(true);
+      await until(() => follower.server.federation.find('f.example'), 10_000, 'the new leader to fetch');
+      expect(served.requests).toBeGreaterThan(before);
+    } finally {
+      await follower.stop();
+    }
+  }, 60_000);
 });

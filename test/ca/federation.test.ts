@@ -2,7 +2,7 @@ import { X509Certificate } from 'node:crypto';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { createSelfSignedRoot } from '../../src/ca/authority.ts';
 import { fetchedVerdict, findForeignBundle, withForeignBundle, withoutForeignBundle } from '../../src/ca/federation.ts';
-import { parseKeyringDoc, serializeKeyringDoc, type KeyringDoc } from '../../src/ca/keyring-doc.ts';
+import { bundleSequenceOf, parseKeyringDoc, serializeKeyringDoc, withBundleSequence, type KeyringDoc } from '../../src/ca/keyring-doc.ts';
 import type { SpiffeBundle } from '../../src/spiffe/bundle.ts';
 
 const DAY = 86_400_000;
@@ -55,4 +55,19 @@ describe('foreign bundles in the keyring document', () => {
     expect(fetchedVerdict(stored('manual', 5), bundle([r2], 5))).toBeUndefined();
     expect(fetchedVerdict(stored('manual', 5), bundle([r2], 4))).toMatchObject({ reason: 'lower_sequence' });
   });
+
+  it('the bundle sequence: raised when the bundle\'s content changes, never by leaf accounting or foreign bundles; starts from the generation', () => {
+    expect(bundleSequenceOf(doc)).toBe(3);
+    const leaves = withBundleSequence(doc, { ...doc, generation: 4, authorities: doc.authorities.map((a) => ({ ...a, leaves: { issued: 9, lastNotAfter: null } })) });
+    expect(bundleSequenceOf(leaves)).toBe(3);
+    const foreign = withBundleSequence(leaves, withForeignBundle(leaves, bundle([r1], 1), { source: 'manual', now: 0 }));
+    expect(bundleSequenceOf(foreign)).toBe(3);
+    const extra = { ...doc.authorities[0]!, id: 'cd'.repeat(10), state: 'prepared' as const };
+    const prepared = withBundleSequence(foreign, { ...foreign, generation: 6, authorities: [...foreign.authorities, extra] });
+    expect(bundleSequenceOf(prepared)).toBe(4);
+    const retired = withBundleSequence(prepared, { ...prepared, generation: 7, authorities: [prepared.authorities[0]!, { ...extra, state: 'retired', keyPem: '' }] });
+    expect(bundleSequenceOf(retired)).toBe(5);
+    expect(bundleSequenceOf(parseKeyringDoc(serializeKeyringDoc(retired), 'k'))).toBe(5);
+  });
 });
+

@@ -95,7 +95,8 @@ export function fetchedVerdict(stored: ForeignBundle | undefined, fetched: Spiff
   const was = stored.record.sequence;
   if (seq < was) return { reason: 'lower_sequence', message: `spiffe_sequence ${seq} is lower than the stored bundle's ${was}` };
   if (seq === was) {
-    if (sameAuthorities(stored.bundle, fetched)) return 'same';
+    // unchanged; a bundle set by hand is replaced by the same one fetched, so it shows where it comes from now
+    if (sameAuthorities(stored.bundle, fetched)) return stored.record.source === 'endpoint' ? 'same' : undefined;
     if (stored.record.source === 'endpoint') return { reason: 'same_sequence_changed', message: `the authorities changed but spiffe_sequence stayed ${seq}` };
   }
   return undefined;

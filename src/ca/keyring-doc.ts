@@ -73,6 +73,12 @@ const KeyringSchema = z.strictObject({
    * is strict): it keeps its last good keyring until it is upgraded.
    */
   federatedBundles: z.array(FederatedBundleRecordSchema).optional(),
+  /**
+   * `spiffe_sequence` of this trust domain's bundle: raised by one whenever
+   * what the bundle holds changes (see withBundleSequence); absent in
+   * documents written before federation, where the generation stands in.
+   */
+  bundleSequence: z.number().int().nonnegative().optional(),
 });
 export type KeyringDoc = z.infer<typeof KeyringSchema>;
 
@@ -150,6 +156,31 @@ export function parseKeyringDoc(text: string, where: string): KeyringDoc {
   const fedProblem = checkFederatedBundles(doc);
   if (fedProblem) throw corruptKeyring(where, fedProblem);
   return doc;
+}
+
+/** What this trust domain's bundle holds: the authorities and JWT keys that are not retired (and their roots). */
+function bundleContent(doc: KeyringDoc): string {
+  const x509 = doc.authorities.filter((a) => a.state !== 'retired').map((a) => `${a.id}:${a.rootsPem}`);
+  const jwt = (doc.jwtKeys ?? []).filter((k) => k.state !== 'retired').map((k) => k.kid);
+  return JSON.stringify([x509.sort(), jwt.sort()]);
+}
+
+/** The bundle's `spiffe_sequence` in `doc`. */
+export function bundleSequenceOf(doc: KeyringDoc): number {
+  return doc.bundleSequence ?? doc.generation;
+}
+
+/**
+ * `next` (a change of `prev`) with its bundle sequence raised when the
+ * bundle's content changed, kept otherwise: leaf accounting, state changes
+ * that keep an authority in the bundle and foreign bundles leave it alone,
+ * so foreign trust domains re-store this bundle only when it really changed.
+ * Starting from the generation keeps it from ever going back.
+ */
+export function withBundleSequence(prev: KeyringDoc, next: KeyringDoc): KeyringDoc {
+  const seq = bundleSequenceOf(prev);
+  const want = bundleContent(prev) === bundleContent(next) ? seq : seq + 1;
+  return next.bundleSequence === want ? next : { ...next, bundleSequence: want };
 }
 
 export function serializeKeyringDoc(doc: KeyringDoc): string {

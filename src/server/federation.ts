@@ -7,6 +7,7 @@
  */
 import { create } from '@bufbuild/protobuf';
 import { findForeignBundle, foreignBundles, withForeignBundle, withoutForeignBundle, type ForeignBundle } from '../ca/federation.ts';
+import { bundleSequenceOf } from '../ca/keyring-doc.ts';
 import type { CaManager } from '../ca/manager.ts';
 import type { JwtKeyManager } from '../ca/jwt-manager.ts';
 import { FederatedBundleSchema, type FederatedBundle } from '../gen/castellan/v1/trust_pb.js';
@@ -64,9 +65,9 @@ export class Federation {
 
   /**
    * This trust domain's bundle: every X.509 authority trusted now (the trust
-   * bundle), every JWT key not retired, the keyring generation as
-   * `spiffe_sequence` (it grows with every change of the keyring, across
-   * restarts and replicas), and the configured refresh hint.
+   * bundle), every JWT key not retired, the keyring's bundle sequence as
+   * `spiffe_sequence` (raised with every change of that content, stored in the
+   * keyring: the same across restarts and replicas), and the refresh hint.
    */
   ownBundle(): SpiffeBundle {
     const view = this.o.manager.view();
@@ -74,7 +75,7 @@ export class Federation {
       trustDomain: view.trustDomain,
       x509Authorities: view.rootsDer,
       jwtAuthorities: this.o.jwtKeys ? jwtAuthoritiesOf(this.o.jwtKeys.view().bundleJson, 'JWT bundle') : [],
-      sequence: view.generation,
+      sequence: bundleSequenceOf(this.o.manager.document()),
       refreshHintSeconds: this.o.refreshHintSeconds,
     };
   }

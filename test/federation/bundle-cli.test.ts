@@ -8,6 +8,7 @@ import { X509Certificate } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { bundleSequenceOf } from '../../src/ca/keyring-doc.ts';
 import { parseSpiffeBundle, serializeSpiffeBundle } from '../../src/spiffe/bundle.ts';
 import { tempDir } from '../support/tmp.ts';
 import { castellan, startFedCa, until, watchBundle, type FedCa } from './harness.ts';
@@ -28,13 +29,14 @@ afterAll(async () => {
 });
 
 describe('castellan bundle', () => {
-  it('ok/show: the SPIFFE bundle document (roots, JWT keys, generation as sequence) and PEM', async () => {
+  it('ok/show: the SPIFFE bundle document (roots, JWT keys, the keyring\'s bundle sequence) and PEM', async () => {
     const r = await castellan(['bundle', 'show', ...sock(a)], tmp.path);
     expect(r.code, r.stderr).toBe(0);
     const doc = parseSpiffeBundle(r.stdout, 'a.example');
     expect(doc.x509Authorities.map((d) => new X509Certificate(d).toString())).toEqual([a.server.trustBundlePem]);
     expect(doc.jwtAuthorities.map((k) => k.kid)).toEqual([a.server.jwtKeys!.view().active!.kid]);
-    expect(doc.sequence).toBe(a.server.manager.view().generation);
+    expect(doc.sequence).toBe(bundleSequenceOf(a.server.manager.document()));
+    expect(doc.sequence).toBeGreaterThan(0);
     expect(doc.refreshHintSeconds).toBe(300);
     const pem = await castellan(['bundle', 'show', '--format', 'pem', ...sock(a)], tmp.path);
     expect(pem.stdout).toBe(a.server.trustBundlePem);
@@ -112,9 +114,12 @@ describe('castellan bundle', () => {
   it('ok/persistence: a restart keeps the foreign bundles; a second replica on the same keystore sees them', async () => {
     const before = b.server.federation.list().map((x) => x.trustDomain);
     expect(before).toContain('a.example');
+    const seq = b.server.federation.ownBundle().sequence!;
     await b.stop();
     await b.restart();
     expect(b.server.federation.list().map((x) => x.trustDomain)).toEqual(before);
+    // the served spiffe_sequence (stored in the keyring) does not go back after a restart
+    expect(b.server.federation.ownBundle().sequence!).toBeGreaterThanOrEqual(seq);
     const replica = await startFedCa(tmp.path, 'b2', 'b.example', { dataDir: b.dataDir, adminSocket: join(tmp.path, 'b2.sock') });
     try {
       expect(replica.server.federation.list().map((x) => x.trustDomain)).toEqual(before);
@@ -122,6 +127,8 @@ describe('castellan bundle', () => {
       writeFileSync(join(tmp.path, 'd.pem'), a.server.trustBundlePem);
       expect((await castellan(['bundle', 'set', '--trust-domain', 'd.example', '--file', 'd.pem', ...sock(replica)], tmp.path)).code).toBe(0);
       await until(() => b.server.federation.find('d.example'), 15_000, 'the other replica to see d.example');
+      // both replicas serve the same spiffe_sequence for the same keyring
+      expect(replica.server.federation.ownBundle().sequence).toBe(b.server.federation.ownBundle().sequence);
     } finally {
       await replica.stop();
     }

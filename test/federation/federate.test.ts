@@ -109,7 +109,7 @@ describe('two trust domains federate', () => {
   it('ok/a rotation (a new prepared root) in either reaches the other within one refresh, and its agents', async () => {
     const watch = await watchBundle(b);
     try {
-      const genBefore = a.server.manager.view().generation;
+      const seqBefore = a.server.federation.ownBundle().sequence!;
       await a.server.manager.prepare();
       const t0 = Date.now();
       await until(() => rootsOf(b, 'a.example').length === 2, 10_000, 'A\'s new root at B');
@@ -117,9 +117,9 @@ describe('two trust domains federate', () => {
       expect(Date.now() - t0).toBeLessThan(5_000);
       expect(rootsOf(b, 'a.example')).toEqual(ownRoots(a));
       const u = await watch.next((x) => (x.federatedBundles['a.example']?.x509AuthoritiesPem.match(/BEGIN CERTIFICATE/g) ?? []).length === 2);
-      // spiffe_sequence is A's keyring generation: it grew with the new root
-      const seq = u.federatedBundles['a.example']!.sequence;
-      expect(seq > BigInt(genBefore) && seq <= BigInt(a.server.manager.view().generation)).toBe(true);
+      // A's spiffe_sequence grew by one with the new root, and B's agents carry it
+      expect(u.federatedBundles['a.example']!.sequence).toBe(BigInt(seqBefore + 1));
+      expect(a.server.federation.ownBundle().sequence).toBe(seqBefore + 1);
     } finally {
       watch.close();
     }

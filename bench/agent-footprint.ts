@@ -5,8 +5,11 @@
  *
  * - resident memory of the agent's whole process tree (VmRSS summed; PSS too)
  *   after serving one SDS client (a StreamSecrets stream kept open, as Envoy
- *   does), one /metrics scrape, /healthz and /readyz probes every 5 s, and
- *   FOOTPRINT_IDLE_MS (15 000) of idling;
+ *   does) and one SPIFFE Workload API client (a FetchX509SVID stream kept
+ *   open, as go-spiffe's X509Source does, and one FetchJWTSVID call, which
+ *   the agent mints through the CA), one /metrics scrape, /healthz and
+ *   /readyz probes every 5 s, and FOOTPRINT_IDLE_MS (15 000) of idling;
+ *   FOOTPRINT_WORKLOAD_API=0 runs the agent without the Workload API;
  * - the peak over start-up, the first issuance and the idle (the tree's RSS
  *   sampled every 5 ms, or VmHWM if higher);
  * - CPU over the idle window, in % of one core;
@@ -29,6 +32,7 @@ import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import { watchSecrets, type SdsWatch } from '../src/dev/sds-client.ts';
+import { workloadApiClient } from '../src/dev/workload-demo.ts';
 import { tempDir } from '../test/support/tmp.ts';
 import { startBenchServer } from './lib/e2e.ts';
 import { median, processCpuSeconds } from './lib/proc.ts';
@@ -40,6 +44,7 @@ const RUNS = Math.max(1, Number(process.env.FOOTPRINT_RUNS ?? 1));
 const ENTRY = join(root, process.env.FOOTPRINT_ENTRY ?? 'bin/castellan.js');
 const AGENT_NODE_ARGS = (process.env.AGENT_NODE_ARGS ?? '').split(' ').filter(Boolean);
 const PROBE = process.env.FOOTPRINT_PROBE === '1';
+const WORKLOAD_API = process.env.FOOTPRINT_WORKLOAD_API !== '0';
 const MiB = 2 ** 20;
 
 // ---- /proc readings over a process tree
@@ -167,12 +172,14 @@ async function runAgent(ca: { target: string; rootPem: string; token: string }, 
   writeFileSync(rootFile, ca.rootPem);
   writeFileSync(tokenFile, ca.token, { mode: 0o600 });
   const socket = join(d, 'sds', 'socket');
+  const workloadSocket = join(d, 'workload', 'socket');
   const probeOut = join(d, 'probe.json');
   const args = [
     ...AGENT_NODE_ARGS,
     ...(PROBE ? ['--import', join(root, 'bench/lib/footprint-probe.ts')] : []),
     ENTRY, 'agent', '--ca-address', ca.target.replace('127.0.0.1', 'localhost'), '--ca-root-cert', rootFile, '--token-file', tokenFile,
     '--sds-socket', socket, '--http-listen', '127.0.0.1:0', '--log-level', 'info',
+    ...(WORKLOAD_API ? ['--workload-api-socket', workloadSocket] : []),
   ];
   const t0 = performance.now();
   const agent = spawn(node, args, { cwd: d.replace(/\/agent-\d+$/, ''), stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, FOOTPRINT_PROBE_OUT: probeOut } });
@@ -180,6 +187,7 @@ async function runAgent(ca: { target: string; rootPem: string; token: string }, 
   agent.stderr!.setEncoding('utf8').on('data', (s: string) => (log += s));
   const sampler = rssSampler(agent.pid!);
   let watch: SdsWatch | undefined;
+  let workload: { stopX509: () => void; close: () => void } | undefined;
   try {
     while (!existsSync(socket)) {
       if (agent.exitCode !== null) throw new Error(`the agent exited (${agent.exitCode}) before listening`);
@@ -193,6 +201,16 @@ async function runAgent(ca: { target: string; rootPem: string; token: string }, 
     });
     const startToFirstCertMs = await Promise.race([first, sleep(60_000).then(() => Promise.reject(new Error('no certificate within 60 s')))]);
     const startCpuMs = readTree(agent.pid!).cpuSeconds * 1000;
+    if (WORKLOAD_API) {
+      // A workload that is not Envoy: its X.509-SVID stream stays open, and it asks for one JWT-SVID.
+      const client = workloadApiClient(workloadSocket);
+      const svid = new Promise<string>((resolve, reject) => {
+        workload = { stopX509: client.watchX509((s) => resolve(s.spiffeId), reject), close: client.close };
+      });
+      const x509Id = await Promise.race([svid, sleep(30_000).then(() => Promise.reject(new Error('no X.509-SVID within 30 s')))]);
+      const jwt = await client.fetchJwt('spiffe://cluster.local/ns/bench/sa/backend');
+      if (jwt.spiffeId !== x509Id || jwt.token.split('.').length !== 3) throw new Error(`Workload API: X.509-SVID ${x509Id}, JWT-SVID ${jwt.spiffeId}`);
+    }
     // The ops address (the agent logs it once started).
     while (!/"event":"agent.started"/.test(log)) {
       if (agent.exitCode !== null || performance.now() - t0 > 60_000) throw new Error(`the agent did not log its start: ${log.slice(-2000)}`);
@@ -224,6 +242,8 @@ async function runAgent(ca: { target: string; rootPem: string; token: string }, 
   } finally {
     sampler.stop();
     watch?.close();
+    workload?.stopX509();
+    workload?.close();
     await stop(agent);
   }
 }
@@ -279,6 +299,7 @@ try {
     idleMs: IDLE_MS,
     entry: ENTRY.slice(root.length),
     agentNodeArgs: AGENT_NODE_ARGS,
+    workloadApi: WORKLOAD_API,
     agent: {
       steadyRssMiB: m((r) => r.idle.rssMiB),
       steadyPssMiB: m((r) => r.idle.pssMiB),
@@ -297,7 +318,7 @@ try {
     caServer: { idleRssMiB: ca.rssMiB, threads: ca.threads, processes: ca.processes },
   };
   const f = (x: number): string => x.toFixed(1).padStart(8);
-  console.log(`agent-footprint: ${ENTRY.slice(root.length)}${AGENT_NODE_ARGS.length ? ` with ${AGENT_NODE_ARGS.join(' ')}` : ''}, ${RUNS} run(s), ${IDLE_MS / 1000} s idle (medians)`);
+  console.log(`agent-footprint: ${ENTRY.slice(root.length)}${AGENT_NODE_ARGS.length ? ` with ${AGENT_NODE_ARGS.join(' ')}` : ''}, SDS${WORKLOAD_API ? ' + Workload API' : ' only'}, ${RUNS} run(s), ${IDLE_MS / 1000} s idle (medians)`);
   console.log(`  ${''.padEnd(40)}   agent bareNode  +grpcjs  target`);
   console.log(`  ${'steady RSS, whole tree (MiB)'.padEnd(40)}${f(out.agent.steadyRssMiB)}${f(b.rssMiB)}${f(g.rssMiB)}     75`);
   console.log(`  ${'steady PSS, whole tree (MiB)'.padEnd(40)}${f(out.agent.steadyPssMiB)}${f(b.pssMiB)}${f(g.pssMiB)}`);

@@ -19,16 +19,19 @@
  *   otherwise grows to 32 MiB committed (two 16 MiB halves) for a heap whose
  *   live data is ~25 MiB; at 1 MiB the scavenges are more frequent but each
  *   is tiny;
- * - no optimising compilers (`--no-opt --no-maglev`: the interpreter and the
- *   baseline compiler only): ~9 MiB less resident (fewer of the node
- *   binary's compiler pages touched, no optimised code), for ~40 % more CPU
- *   on an SDS burst (50 clients × 3 rounds: 0.3 s instead of 0.22 s). A
- *   sidecar serves a few streams and renews a certificate now and then; it
- *   has no hot loop for an optimising compiler to pay back.
+ * - no optimising compilers (`--no-opt --no-maglev`): ~9 MiB less resident
+ *   (fewer of the node binary's compiler pages touched, no optimised code),
+ *   for up to ~40 % more CPU on an SDS burst (50 clients × 3 rounds: 0.2–0.3 s
+ *   of agent CPU); no baseline compiler either (`--no-sparkplug`): ~1.5 MiB
+ *   less, no measurable cost on that burst. The agent runs in V8's
+ *   interpreter, like `--jitless` but with WebAssembly (Node's type stripper)
+ *   and the regular-expression compiler kept. A sidecar serves a few streams
+ *   and renews a certificate now and then: no hot loop for a compiler to
+ *   pay back.
  * Measured side by side by bench/agent-footprint.ts (docs/performance.md).
  */
 export const ROLE_NODE_FLAGS: Readonly<Record<string, readonly string[]>> = {
-  agent: ['--max-semi-space-size=1', '--no-opt', '--no-maglev'],
+  agent: ['--max-semi-space-size=1', '--no-opt', '--no-maglev', '--no-sparkplug'],
 };
 
 /** A flag's name without value, `_` spelled `-`, and without `no-`: `--opt` and `--no-opt` set the same flag. */

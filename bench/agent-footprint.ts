@@ -29,7 +29,8 @@
  * FOOTPRINT_BURST=50x3 ends each run with the agent's worst case, the SDS
  * burst of test/agent/ops-burst.test.ts (50 clients connecting at once, each
  * its own connection, 3 rounds, from another process), and reports its wall
- * time and the agent's CPU for it: what a V8 flag costs the agent's hot path; FOOTPRINT_PROBE=1 preloads bench/lib/footprint-probe.ts into the
+ * time, the agent's CPU for it and its peak RSS (VmHWM: the run's whole
+ * peak): what a V8 flag costs the agent's hot path; FOOTPRINT_PROBE=1 preloads bench/lib/footprint-probe.ts into the
  * agent and prints the runtime's own breakdown (it costs memory itself: the
  * headline figures come from runs without it).
  *
@@ -197,11 +198,11 @@ interface AgentRun {
   idleCpuPercent: number;
   probe?: Record<string, unknown>;
   /** FOOTPRINT_BURST: the SDS burst's wall time and the agent's CPU for it */
-  burst?: { elapsedMs: number; cpuMs: number; errors: number };
+  burst?: { elapsedMs: number; cpuMs: number; errors: number; peakRssMiB: number };
 }
 
 /** test/agent/sds-burst.ts against `socket`: N clients at once, R rounds. */
-async function sdsBurst(socket: string, agentPid: number, clients: number, rounds: number): Promise<{ elapsedMs: number; cpuMs: number; errors: number }> {
+async function sdsBurst(socket: string, agentPid: number, clients: number, rounds: number): Promise<{ elapsedMs: number; cpuMs: number; errors: number; peakRssMiB: number }> {
   const p = spawn(node, [join(root, 'test/agent/sds-burst.ts'), socket, String(clients), String(rounds)], { stdio: ['pipe', 'pipe', 'inherit'] });
   let out = '';
   p.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
@@ -210,11 +211,14 @@ async function sdsBurst(socket: string, agentPid: number, clients: number, round
     await sleep(10);
   }
   const cpu0 = readTree(agentPid).cpuSeconds;
+  const sampler = rssSampler(agentPid);
   p.stdin!.write('go\n');
   await new Promise((r) => p.once('exit', r));
-  const cpuMs = (readTree(agentPid).cpuSeconds - cpu0) * 1000;
+  const after = readTree(agentPid);
+  const peakRssMiB = Math.max(sampler.stop(), after.hwmMiB);
+  const cpuMs = (after.cpuSeconds - cpu0) * 1000;
   const r = JSON.parse(out.split('\n').filter(Boolean).pop()!) as { errors: number; elapsedMs: number };
-  return { elapsedMs: r.elapsedMs, cpuMs, errors: r.errors };
+  return { elapsedMs: r.elapsedMs, cpuMs, errors: r.errors, peakRssMiB };
 }
 
 async function runAgent(ca: { target: string; rootPem: string; token: string }, dir: string, n: number, v: Variant): Promise<AgentRun> {
@@ -334,18 +338,18 @@ function summary(runs: AgentRun[]): Record<string, number> {
     startToFirstCertMs: m((r) => r.startToFirstCertMs),
     startCpuMs: m((r) => r.startCpuMs),
     threads: runs[0]!.idle.threads,
-    ...(runs[0]!.burst ? { burstMs: m((r) => r.burst!.elapsedMs), burstCpuMs: m((r) => r.burst!.cpuMs), burstErrors: runs.reduce((a, r) => a + r.burst!.errors, 0) } : {}),
+    ...(runs[0]!.burst ? { burstMs: m((r) => r.burst!.elapsedMs), burstCpuMs: m((r) => r.burst!.cpuMs), burstPeakRssMiB: m((r) => r.burst!.peakRssMiB), burstErrors: runs.reduce((a, r) => a + r.burst!.errors, 0) } : {}),
   };
 }
 
 /** The variants side by side (medians), bare Node's steady RSS for scale. */
 function printVariants(byVariant: AgentRun[][], bareRssMiB: number): void {
   console.log(`  variants side by side (medians of ${RUNS} interleaved run(s) each; bare Node ${bareRssMiB.toFixed(1)} MiB):`);
-  console.log(`    ${'variant'.padEnd(14)} ${'steady RSS'.padStart(10)} ${'PSS'.padStart(7)} ${'peak'.padStart(7)} ${'idle CPU %'.padStart(10)} ${'start CPU ms'.padStart(12)} ${'1st cert ms'.padStart(11)} ${'threads'.padStart(7)}${BURST ? ` ${'burst ms'.padStart(8)} ${'burst CPU'.padStart(9)} errors` : ''}  args`);
+  console.log(`    ${'variant'.padEnd(14)} ${'steady RSS'.padStart(10)} ${'PSS'.padStart(7)} ${'peak'.padStart(7)} ${'idle CPU %'.padStart(10)} ${'start CPU ms'.padStart(12)} ${'1st cert ms'.padStart(11)} ${'threads'.padStart(7)}${BURST ? ` ${'burst ms'.padStart(8)} ${'burst CPU'.padStart(9)} ${'burst peak'.padStart(10)} errors` : ''}  args`);
   for (const [k, v] of VARIANTS.entries()) {
     const s = summary(byVariant[k]!);
     const args = [rel(v.entry), ...v.nodeArgs, ...Object.entries(v.env).map(([a, b]) => `${a}=${b}`)].join(' ');
-    console.log(`    ${v.label.padEnd(14)} ${s.steadyRssMiB!.toFixed(1).padStart(10)} ${s.steadyPssMiB!.toFixed(1).padStart(7)} ${s.peakRssMiB!.toFixed(1).padStart(7)} ${s.idleCpuPercent!.toFixed(2).padStart(10)} ${s.startCpuMs!.toFixed(0).padStart(12)} ${s.startToFirstCertMs!.toFixed(0).padStart(11)} ${String(s.threads).padStart(7)}${BURST ? ` ${s.burstMs!.toFixed(0).padStart(8)} ${s.burstCpuMs!.toFixed(0).padStart(9)} ${String(s.burstErrors).padStart(6)}` : ''}  ${args}`);
+    console.log(`    ${v.label.padEnd(14)} ${s.steadyRssMiB!.toFixed(1).padStart(10)} ${s.steadyPssMiB!.toFixed(1).padStart(7)} ${s.peakRssMiB!.toFixed(1).padStart(7)} ${s.idleCpuPercent!.toFixed(2).padStart(10)} ${s.startCpuMs!.toFixed(0).padStart(12)} ${s.startToFirstCertMs!.toFixed(0).padStart(11)} ${String(s.threads).padStart(7)}${BURST ? ` ${s.burstMs!.toFixed(0).padStart(8)} ${s.burstCpuMs!.toFixed(0).padStart(9)} ${s.burstPeakRssMiB!.toFixed(1).padStart(10)} ${String(s.burstErrors).padStart(6)}` : ''}  ${args}`);
   }
 }
 

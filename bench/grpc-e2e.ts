@@ -22,7 +22,13 @@
  *  - Go's bare signing core (bench/vs-go/main.go, one core, no gRPC, no TLS,
  *    no JWT).
  *
- *   node_modules/.bin/node bench/grpc-e2e.ts    (BENCH_SECONDS=6 per phase; E2E_ROUNDS=3; E2E_WARMUP_SECONDS=2; E2E_LOADGEN=node|go; E2E_TOKENS=RS256,ES256)
+ * A/B of server settings in the same rounds: E2E_VARIANTS lists Castellan
+ * variants, `;`-separated, each `name` or `name=args` where an arg starting
+ * `node:` is a Node flag (e.g. `base;semi4=node:--max-semi-space-size=4`)
+ * and any other a server flag; every variant is driven at the half rate of
+ * the first, and each is reported with its per-round ratios to the first.
+ *
+ *   node_modules/.bin/node bench/grpc-e2e.ts    (BENCH_SECONDS=6 per phase; E2E_ROUNDS=3; E2E_WARMUP_SECONDS=2; E2E_LOADGEN=node|go; E2E_TOKENS=RS256,ES256; E2E_VARIANTS)
  */
 import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
@@ -81,7 +87,7 @@ const range = (xs: number[]): [number, number] => [Math.min(...xs), Math.max(...
  * the rounds. Interleaving keeps a drift of the machine (other tenants of the
  * VM host) from landing on one server only.
  */
-async function sideBySide(servers: BenchServer[], halfRate: (i: number, medianPeaks: number[]) => number): Promise<E2eFigures[]> {
+async function sideBySide(servers: BenchServer[], halfRate: (i: number, medianPeaks: number[]) => number): Promise<{ figures: E2eFigures[]; peaks: Phase[][]; halves: Phase[][] }> {
   const peaks: Phase[][] = servers.map(() => []);
   const halves: Phase[][] = servers.map(() => []);
   // Not counted: JIT warm-up, connection set-up, the first JWKS and key-cache fills.
@@ -90,7 +96,7 @@ async function sideBySide(servers: BenchServer[], halfRate: (i: number, medianPe
   const medianPeaks = peaks.map((p) => median(p.map((x) => x.rate)));
   const halfRates = servers.map((_, i) => Math.max(1, Math.round(halfRate(i, medianPeaks))));
   for (let r = 0; r < ROUNDS; r++) for (const [i, s] of servers.entries()) halves[i]!.push(await phase(s, { mode: 'open', ratePerSec: halfRates[i] }));
-  return servers.map((s, i) => {
+  const figures = servers.map((s, i) => {
     const p = peaks[i]!;
     const h = halves[i]!;
     return {
@@ -110,6 +116,7 @@ async function sideBySide(servers: BenchServer[], halfRate: (i: number, medianPe
       serverRssMiB: processRssBytes(s.pid) / 2 ** 20,
     };
   });
+  return { figures, peaks, halves };
 }
 
 function report(name: string, r: E2eFigures): void {
@@ -144,7 +151,31 @@ async function goBareCore(): Promise<number | undefined> {
 interface Entry {
   alg: DevTokenAlg;
   kind: 'castellan' | 'go';
+  /** the E2E_VARIANTS name of a Castellan server ('' without variants) */
+  variant: string;
   server: BenchServer;
+}
+
+interface Variant {
+  name: string;
+  serverArgs: string[];
+  nodeArgs: string[];
+}
+
+/** E2E_VARIANTS: `name` or `name=arg arg ...`; `node:`-prefixed args are Node flags. */
+export function parseVariants(spec: string | undefined): Variant[] {
+  if (!spec?.trim()) return [{ name: '', serverArgs: [], nodeArgs: [] }];
+  return spec.split(';').filter((v) => v.trim()).map((v) => {
+    const [name, rest = ''] = v.split(/=(.*)/s) as [string, string?];
+    const args = rest.split(' ').filter(Boolean);
+    return { name: name.trim(), serverArgs: args.filter((a) => !a.startsWith('node:')), nodeArgs: args.filter((a) => a.startsWith('node:')).map((a) => a.slice(5)) };
+  });
+}
+
+/** Per-round ratios of two servers' phases (adjacent in every round, so a drift of the host cancels): median and range. */
+function roundRatios(a: Phase[], b: Phase[], of: (p: Phase) => number): { median: number; range: [number, number] } {
+  const r = a.map((x, i) => of(x) / of(b[i]!));
+  return { median: median(r), range: range(r) };
 }
 
 /** Per token algorithm: Castellan's figures, the Go server's, and the ratios the targets name. */
@@ -159,6 +190,25 @@ function compare(alg: DevTokenAlg, castellan: E2eFigures, go: E2eFigures | undef
   return { castellan, goServer: go, ratioVsGoServer, halfP99VsGo };
 }
 
+/** Every E2E_VARIANTS variant against the first, per token algorithm, by per-round ratios. */
+function compareVariants(entries: Entry[], figures: E2eFigures[], peaks: Phase[][], halves: Phase[][]): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [i, e] of entries.entries()) {
+    if (e.kind !== 'castellan') continue;
+    const ref = entries.findIndex((x) => x.alg === e.alg && x.kind === 'castellan');
+    if (i !== ref) {
+      const perCpu = roundRatios(peaks[i]!, peaks[ref]!, (p) => p.perCpu);
+      const halfP99 = roundRatios(halves[i]!, halves[ref]!, (p) => p.p99);
+      const halfCpu = roundRatios(halves[i]!, halves[ref]!, (p) => p.perCpu);
+      const fmt = (r: { median: number; range: [number, number] }): string => `${r.median.toFixed(2)}x (rounds ${r.range.map((x) => x.toFixed(2)).join('-')})`;
+      console.log(`  ${e.alg} variant ${e.variant} / ${entries[ref]!.variant}: per CPU-second at peak ${fmt(perCpu)}, half-peak p99 ${fmt(halfP99)}, per CPU-second at half peak ${fmt(halfCpu)}`);
+      out[`${e.alg}:${e.variant}`] = { perCpu, halfP99, halfCpu };
+    }
+    report(`Castellan variant ${e.variant || '(default)'}, ${e.alg} tokens`, figures[i]!);
+  }
+  return out;
+}
+
 export async function runGrpcE2e(): Promise<Record<string, unknown>> {
   const go = grpcGoBinary();
   const loadgen: LoadgenKind = (process.env.E2E_LOADGEN as LoadgenKind | undefined) ?? (go ? 'go' : 'node');
@@ -167,21 +217,25 @@ export async function runGrpcE2e(): Promise<Record<string, unknown>> {
   if (!go) console.log(`  (Go comparisons skipped: ${goUnavailable()})`);
   // E2E_SERVER_ARGS="--signer-workers 1" tries other server settings.
   const extra = (process.env.E2E_SERVER_ARGS ?? '').split(' ').filter(Boolean);
+  const variants = parseVariants(process.env.E2E_VARIANTS);
   const entries: Entry[] = [];
   try {
     for (const alg of algs) {
-      entries.push({ alg, kind: 'castellan', server: await startBenchServer({ identities: 500, loadgen, extraArgs: extra, alg }) });
-      if (go) entries.push({ alg, kind: 'go', server: await startGoBaselineServer({ identities: 500, loadgen, alg }) });
+      for (const v of variants) {
+        entries.push({ alg, kind: 'castellan', variant: v.name, server: await startBenchServer({ identities: 500, loadgen, extraArgs: [...extra, ...v.serverArgs], nodeArgs: v.nodeArgs, alg }) });
+      }
+      if (go) entries.push({ alg, kind: 'go', variant: '', server: await startGoBaselineServer({ identities: 500, loadgen, alg }) });
     }
-    // Half of Castellan's peak for both servers of a token algorithm: the same offered load.
+    // Half of (the first variant of) Castellan's peak for every server of a token algorithm: the same offered load.
     const castellanOf = (alg: DevTokenAlg): number => entries.findIndex((e) => e.alg === alg && e.kind === 'castellan');
-    const figures = await sideBySide(
+    const { figures, peaks, halves } = await sideBySide(
       entries.map((e) => e.server),
-      (i, peaks) => peaks[castellanOf(entries[i]!.alg)]! / 2,
+      (i, medianPeaks) => medianPeaks[castellanOf(entries[i]!.alg)]! / 2,
     );
     const out: Record<string, unknown> = { loadgen, rounds: ROUNDS, seconds: SECONDS };
     const of = (alg: DevTokenAlg, kind: Entry['kind']): E2eFigures | undefined => figures[entries.findIndex((e) => e.alg === alg && e.kind === kind)];
     for (const alg of algs) out[alg] = compare(alg, of(alg, 'castellan')!, of(alg, 'go'));
+    if (variants.length > 1) out.variants = compareVariants(entries, figures, peaks, halves);
     if (go) {
       const bare = await goBareCore();
       if (bare) console.log(`  Go's bare signing core (bench/vs-go, 1 core, no gRPC/TLS/JWT): ${bare.toFixed(0)} per CPU-second`);

@@ -169,14 +169,14 @@ function benchServer(f: Fixture, server: ChildProcess, target: string, rootPem: 
 }
 
 /**
- * Starts `castellan server` with `extraArgs` and `identities` workload
- * identities. SERVER_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" profiles
+ * Starts `castellan server` with `extraArgs` (server flags), `nodeArgs` (Node
+ * flags before the script) and `identities` workload identities. SERVER_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" profiles
  * the server; BENCH_SERVER_STDOUT=1 shows its stdout (e.g. with --trace-gc).
  */
-export async function startBenchServer(o: { identities: number; extraArgs?: string[]; loadgen?: LoadgenKind; alg?: DevTokenAlg }): Promise<BenchServer> {
+export async function startBenchServer(o: { identities: number; extraArgs?: string[]; nodeArgs?: string[]; loadgen?: LoadgenKind; alg?: DevTokenAlg }): Promise<BenchServer> {
   const f = await fixture(o.identities, o.alg);
   const port = await freePort();
-  const nodeArgs = (process.env.SERVER_NODE_ARGS ?? '').split(' ').filter(Boolean);
+  const nodeArgs = [...(o.nodeArgs ?? []), ...(process.env.SERVER_NODE_ARGS ?? '').split(' ').filter(Boolean)];
   const server: ChildProcess = spawn(
     ...pinned(process.env.SERVER_CPUS, node, [...nodeArgs, join(root, 'bin/castellan.js'), 'server', '--data-dir', join(f.tmp.path, 'data'), '--grpc-listen', `127.0.0.1:${port}`, '--http-listen', 'off',
       '--jwks-file', f.issuer.jwksPath, '--jwt-issuer', f.issuer.issuer, '--log-level', 'warn',

@@ -92,10 +92,17 @@ function authorityLines(a: Authority): string[] {
   ];
 }
 
+/** What automatic rotation does next, as the admin would read it (empty fields: nothing due). */
+function nextStepLine(s: StatusResponse): string {
+  if (!s.autoRotation) return 'next step: none (automatic rotation is off: run the steps by hand)';
+  if (!s.nextStep) return `next step: nothing due; next check ${short(s.nextStepAt)}`;
+  return `next step: ${s.nextStep} ${s.nextStepAuthorityId.slice(0, 16) || '(new authority)'} at ${short(s.nextStepAt)}${s.leader ? '' : ' (by the replica that rotates)'}`;
+}
+
 function statusText(s: StatusResponse): string {
   const head = `keyring ${s.keystore} (generation ${s.generation}), trust domain ${s.trustDomain}; this replica ${s.leader ? 'rotates' : 'does not rotate'}; automatic rotation ${s.autoRotation ? 'on' : 'off'}; propagation time ${s.propagationSeconds}s`;
   const jwt = s.jwtKeys.length === 0 ? ['JWT-SVID signing keys: none (--no-jwt-svid)', ''] : ['JWT-SVID signing keys:', '', ...s.jwtKeys.flatMap((a) => [...jwtKeyLines(a), ''])];
-  return [head, '', ...s.authorities.flatMap((a) => [...authorityLines(a), '']), ...jwt].join('\n');
+  return [head, nextStepLine(s), '', ...s.authorities.flatMap((a) => [...authorityLines(a), '']), ...jwt].join('\n');
 }
 
 function transitionText(r: TransitionResponse): string {

@@ -14,9 +14,11 @@ const ROOT = new URL('../..', import.meta.url).pathname;
 const NODE = join(ROOT, 'node_modules/.bin/node');
 
 describe('per-role node flags', () => {
-  it('the agent gets small semi-spaces and the interpreter only; the server and the other commands keep Node\'s defaults', () => {
+  it('the agent gets small semi-spaces and the interpreter only, the server small semi-spaces; the other commands keep Node\'s defaults', () => {
     expect(missingNodeFlags('agent', [])).toEqual(['--max-semi-space-size=1', '--no-opt', '--no-maglev', '--no-sparkplug']);
-    for (const cmd of ['server', 'dev', 'authz', 'ca', 'nope']) expect(missingNodeFlags(cmd, [])).toEqual([]);
+    expect(missingNodeFlags('server', [])).toEqual(['--max-semi-space-size=4']);
+    expect(missingNodeFlags('server', [], '--max-semi-space-size=16')).toEqual([]);
+    for (const cmd of ['dev', 'authz', 'ca', 'nope']) expect(missingNodeFlags(cmd, [])).toEqual([]);
   });
 
   it('a flag the operator set, on the command line or in NODE_OPTIONS, in either spelling, is not overridden', () => {

@@ -309,9 +309,10 @@ describeWith([root, peers.buildah, debootstrap, peers.pythonGrpc, peers.pyjwt, p
     server = watch(serverProc);
     const listening = await server.waitFor('server.listening');
     serverAddr = String(listening.grpc);
-    // The process is the image's node, as 65532:65532 with no other group and no capabilities.
+    // The process is the image's node (re-executed in place with the server role's V8 flag, src/cli/launch.ts),
+    // as 65532:65532 with no other group and no capabilities.
     const status = readFileSync(`/proc/${serverProc.pid}/status`, 'utf8');
-    expect(readFileSync(`/proc/${serverProc.pid}/cmdline`, 'utf8').split('\0').slice(0, 3)).toEqual(['/nodejs/bin/node', '/app/dist/cli/main.js', 'server']);
+    expect(readFileSync(`/proc/${serverProc.pid}/cmdline`, 'utf8').split('\0').slice(0, 4)).toEqual(['/nodejs/bin/node', '--max-semi-space-size=4', '/app/dist/cli/main.js', 'server']);
     expect(status).toMatch(/^Uid:\s+65532\s+65532\s+65532\s+65532$/m);
     expect(status).toMatch(/^Gid:\s+65532\s+65532\s+65532\s+65532$/m);
     expect(status).toMatch(/^CapEff:\s+0+$/m);

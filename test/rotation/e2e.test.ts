@@ -184,6 +184,12 @@ describe('rotation end to end (real processes, real TLS, admin CLI)', () => {
     expect(status0.code, status0.stderr).toBe(0);
     const oldId = (JSON.parse(status0.stdout) as { authorities: { id: string; state: string }[] }).authorities.find((a) => a.state === 'active')!.id;
 
+    // The text form says what automatic rotation does next (the JSON form carries the same fields).
+    const text0 = await ca(['status']);
+    expect(text0.code, text0.stderr).toBe(0);
+    const s0 = JSON.parse(status0.stdout) as { autoRotation?: boolean };
+    expect(text0.stdout).toMatch(s0.autoRotation ? /^next step: (prepare|activate|retire|nothing due)/m : /^next step: none \(automatic rotation is off/m);
+
     const prep = await ca(['prepare']);
     const preparedAt = Date.now();
     expect(prep.code, prep.stderr).toBe(0);

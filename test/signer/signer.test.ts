@@ -7,6 +7,7 @@ import { X509Certificate } from 'node:crypto';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { BatchSigner, type BatchReport, type BatchSignerOptions } from '../../src/ca/signer/index.ts';
 import type { IssueResult } from '../../src/ca/issue.ts';
+import { FakeClock } from '../../src/platform/clock.ts';
 import { CastellanError } from '../../src/platform/errors.ts';
 import { makeCa, opensslCsr, peculiarCsr, type TestCa } from '../pki/helpers.ts';
 
@@ -116,7 +117,8 @@ for (const workers of [0, 2]) {
 
     it('ok/concurrent-rotation-loses-nothing-mixes-nothing', async () => {
       const reports: BatchReport[] = [];
-      const s = signer({ workers, maxBatchSize: 16, maxBatchWaitMs: 1 }, reports);
+      const clock = new FakeClock(Date.now());
+      const s = signer({ workers, maxBatchSize: 16, maxBatchWaitMs: 1, clock }, reports);
       s.setIssuer(cas[0]!.material);
       const N = workers ? 1500 : 600;
       const ps: Promise<IssueResult>[] = [];
@@ -129,8 +131,13 @@ for (const workers of [0, 2]) {
           s.setIssuer(cas[k % cas.length]!.material);
           rotations++;
         }
-        if (k % 3 === 0) await new Promise((r) => setImmediate(r));
+        if (k % 3 === 0) {
+          // a partial batch's window ends every third turn (on the test's clock)
+          clock.advance(1);
+          await new Promise((r) => setImmediate(r));
+        }
       }
+      clock.advance(1);
       const out = await settleAll(ps);
       expect(rotations).toBeGreaterThan(10);
       const failures = out.filter((o) => !o.ok);
@@ -150,14 +157,45 @@ for (const workers of [0, 2]) {
       for (let i = 0; i < results.length; i += 7) expect(signedBy(results[i]!)).toBe(true);
     }, 120_000);
 
-    it('fail/queue_full-is-resource-exhausted', async () => {
-      const s = signer({ workers, maxBatchSize: 4, maxBatchWaitMs: 50, maxQueue: 10 });
+    it('ok/a-partial-batch-is-cut-when-its-window-ends-on-the-injected-clock', async () => {
+      const clock = new FakeClock(Date.now());
+      const reports: BatchReport[] = [];
+      const s = signer({ workers, maxBatchSize: 8, maxBatchWaitMs: 50, clock }, reports);
       s.setIssuer(cas[0]!.material);
-      const out = await settleAll(Array.from({ length: 15 }, (_, i) => s.issue({ csrPem: csrs[i % csrs.length]!, spiffeId: ID, ttlMs: HOUR })));
+      const ps = Array.from({ length: 3 }, (_, i) => s.issue({ csrPem: csrs[i]!, spiffeId: ID, ttlMs: HOUR }));
+      expect(clock.pendingTimers).toBe(1); // one window for the batch, not one per request
+      clock.advance(49);
+      await new Promise((r) => setImmediate(r));
+      expect(s.stats()).toMatchObject({ queued: 3, inFlight: 0, batches: 0 });
+      clock.advance(1);
+      expect(s.stats()).toMatchObject({ queued: 0, inFlight: 3 });
+      const out = await Promise.all(ps);
+      // Requests that bring no time are issued at the clock's now, when they were queued.
+      for (const r of out) expect(r.notAfter).toBe(Math.floor((clock.now() - 50 + HOUR) / 1000) * 1000);
+      // The batch's sign time is the injected clock's: it did not move while signing.
+      // (with workers the three are spread over both, 2 + 1, settling in either order)
+      expect(reports.map((r) => [r.size, r.signMs]).sort()).toEqual(workers ? [[1, 0], [2, 0]] : [[3, 0]]);
+      // A full batch is cut at once and disarms the window.
+      const full = Array.from({ length: 8 }, (_, i) => s.issue({ csrPem: csrs[i]!, spiffeId: ID, ttlMs: HOUR }));
+      expect(s.stats()).toMatchObject({ queued: 0, inFlight: 8 });
+      expect(clock.pendingTimers).toBe(0);
+      await Promise.all(full);
+    });
+
+    it('fail/queue_full-is-resource-exhausted', async () => {
+      const clock = new FakeClock(Date.now());
+      const s = signer({ workers, maxBatchSize: 4, maxBatchWaitMs: 50, maxQueue: 10, clock });
+      s.setIssuer(cas[0]!.material);
+      const pending = settleAll(Array.from({ length: 15 }, (_, i) => s.issue({ csrPem: csrs[i % csrs.length]!, spiffeId: ID, ttlMs: HOUR })));
+      // the last partial batch waits out its window, on the test's clock
+      clock.advance(50);
+      const out = await pending;
       expect(out.filter((o) => o.ok)).toHaveLength(10);
       for (const o of out.slice(10)) expect(!o.ok && [o.error.kind, o.error.code]).toEqual(['RESOURCE_EXHAUSTED', 'signer.queue_full']);
       // capacity comes back once drained
-      await expect(s.issue({ csrPem: csrs[0]!, spiffeId: ID, ttlMs: HOUR })).resolves.toMatchObject({ issuerId: cas[0]!.material.id });
+      const again = s.issue({ csrPem: csrs[0]!, spiffeId: ID, ttlMs: HOUR });
+      clock.advance(50);
+      await expect(again).resolves.toMatchObject({ issuerId: cas[0]!.material.id });
     });
 
     it('ok/close-drains-then-refuses', async () => {

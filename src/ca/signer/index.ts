@@ -11,7 +11,7 @@
  * Nothing slow belongs in here: authentication happens before `issue()`.
  */
 import { Worker } from 'node:worker_threads';
-import { systemClock, type Clock } from '../../platform/clock.ts';
+import { systemClock, type Clock, type TimerHandle } from '../../platform/clock.ts';
 import { CastellanError } from '../../platform/errors.ts';
 import type { IssueRequest, IssueResult, IssuerMaterial } from '../issue.ts';
 import type { BatchMessage, BatchReply, ItemOutcome } from './protocol.ts';
@@ -42,7 +42,11 @@ export interface BatchSignerOptions {
    * tail got worse in a bench/grpc-e2e run (docs/performance.md). Default 0.
    */
   nice?: number;
-  /** Time for requests that bring none and for close()'s drain deadline; default the system clock. */
+  /**
+   * Time for requests that bring none, the batch-wait window (when
+   * maxBatchWaitMs > 0), the batches' signMs and close()'s drain deadline;
+   * default the system clock.
+   */
   clock?: Clock;
   /** Observer called once per settled batch (metrics, tests). Must not throw. */
   onBatch?: (b: BatchReport) => void;
@@ -56,7 +60,7 @@ export interface BatchReport {
   /** serialHex of every certificate issued by this batch */
   readonly serials: readonly string[];
   readonly errors: number;
-  /** ms from the batch being cut to its results arriving */
+  /** ms of the signer's clock from the batch being cut to its results arriving */
   readonly signMs: number;
 }
 
@@ -88,7 +92,7 @@ export class BatchSigner {
   private readonly opts: BatchSignerOptions;
   private issuer: IssuerMaterial | undefined;
   private queue: Pending[] = [];
-  private timer: { timeout?: NodeJS.Timeout; immediate?: NodeJS.Immediate } | undefined;
+  private timer: { window?: TimerHandle; immediate?: NodeJS.Immediate } | undefined;
   /** queued requests have waited their maxBatchWaitMs: cut as soon as a worker is free */
   private ripe = false;
   private slots: WorkerSlot[] = [];
@@ -98,6 +102,8 @@ export class BatchSigner {
   private respawns = 0;
   private closed = false;
   private readonly clock: Clock;
+  /** arms the batch-wait window (maxBatchWaitMs > 0) */
+  private readonly windowTimer: (fn: () => void, ms: number) => TimerHandle;
   /** close() waiting for the queue and the batches in flight to empty */
   private onDrained: (() => void) | undefined;
 
@@ -107,6 +113,15 @@ export class BatchSigner {
     }
     this.opts = opts;
     this.clock = opts.clock ?? systemClock;
+    // An injected clock drives the window (a fake one in tests). Without one it is a plain
+    // ref'd timer, as the system clock's are unref'd: a script awaiting issue() with nothing
+    // else pending must not exit while its request waits for company.
+    this.windowTimer = opts.clock
+      ? (fn, ms) => opts.clock!.setTimer(fn, ms)
+      : (fn, ms) => {
+          const t = setTimeout(fn, ms);
+          return { cancel: () => clearTimeout(t) };
+        };
     for (let i = 0; i < opts.workers; i++) this.slots.push(this.spawn());
   }
 
@@ -176,7 +191,7 @@ export class BatchSigner {
           this.ripe = true;
           this.cut();
         };
-        this.timer = this.opts.maxBatchWaitMs === 0 ? { immediate: setImmediate(fire) } : { timeout: setTimeout(fire, this.opts.maxBatchWaitMs) };
+        this.timer = this.opts.maxBatchWaitMs === 0 ? { immediate: setImmediate(fire) } : { window: this.windowTimer(fire, this.opts.maxBatchWaitMs) };
       }
     });
   }
@@ -193,7 +208,7 @@ export class BatchSigner {
       this.ripe = false;
       return;
     }
-    if (this.timer?.timeout) clearTimeout(this.timer.timeout);
+    this.timer?.window?.cancel();
     if (this.timer?.immediate) clearImmediate(this.timer.immediate);
     this.timer = undefined;
     const issuer = this.issuer!;
@@ -217,7 +232,7 @@ export class BatchSigner {
   }
 
   private batchOf(size: number, issuer: IssuerMaterial): Batch {
-    return { seq: ++this.batchSeq, issuerId: issuer.id, items: this.queue.splice(0, size), cutAt: performance.now() };
+    return { seq: ++this.batchSeq, issuerId: issuer.id, items: this.queue.splice(0, size), cutAt: this.clock.now() };
   }
 
   private dispatch(batch: Batch, issuer: IssuerMaterial, slot: WorkerSlot | undefined): void {
@@ -250,7 +265,7 @@ export class BatchSigner {
       }
     });
     try {
-      this.opts.onBatch?.({ seq: batch.seq, issuerId: batch.issuerId, size: batch.items.length, serials, errors, signMs: performance.now() - batch.cutAt });
+      this.opts.onBatch?.({ seq: batch.seq, issuerId: batch.issuerId, size: batch.items.length, serials, errors, signMs: Math.max(0, this.clock.now() - batch.cutAt) });
     } catch {
       // an observer must not break issuance
     }

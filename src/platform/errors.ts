@@ -20,6 +20,7 @@ export type ErrorKind =
   | 'DEADLINE_EXCEEDED'
   | 'ALREADY_EXISTS'
   | 'ABORTED'
+  | 'CANCELLED'
   | 'INTERNAL';
 
 export class CastellanError extends Error {

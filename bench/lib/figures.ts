@@ -62,8 +62,23 @@ function agentFootprint(r: Json): string {
     row('processes / threads', `${fmt(a.processes)} / ${fmt(a.threads)}`, `1 / ${fmt(b.threads)}`, `1 / ${fmt(g.threads)}`, undefined),
     '',
     `CA server idle after issuing: ${fmt((r.caServer as Json | undefined)?.idleRssMiB)} MiB RSS (its peak under the burst: the burst block). ` +
-      `Medians of ${fmt(r.runs)} agent run(s), ${fmt(r.idleMs)} ms idle, \`${fmt(r.entry)}\`${(r.agentNodeArgs as string[] | undefined)?.length ? ` with ${(r.agentNodeArgs as string[]).join(' ')}` : ''}.`,
+      `Medians of ${fmt(r.runs)} agent run(s), ${fmt(r.idleMs)} ms idle, \`${fmt(r.entry)}\`${(r.agentNodeArgs as string[] | undefined)?.length ? ` with ${(r.agentNodeArgs as string[]).join(' ')}` : ''}` +
+      `${r.workloadApi === false ? ', SDS only' : ', serving SDS and the Workload API'}.`,
+    ...variantRows(r),
   ].join('\n');
+}
+
+/** FOOTPRINT_VARIANTS: the agents compared side by side in the same run. */
+function variantRows(r: Json): string[] {
+  const vs = r.variants as (Json & { label: string; entry: string; nodeArgs: string[]; env: Record<string, string> })[] | undefined;
+  if (!vs?.length) return [];
+  const burst = vs[0]!.burstCpuMs !== undefined;
+  return [
+    '',
+    `| variant (interleaved runs) | steady RSS (MiB) | PSS | peak | idle CPU % | CPU to 1st certificate (ms) | threads |${burst ? ' SDS burst: agent CPU (ms) / errors |' : ''} run as |`,
+    `|---|---|---|---|---|---|---|${burst ? '---|' : ''}---|`,
+    ...vs.map((v) => `| ${v.label} | ${fmt(v.steadyRssMiB)} | ${fmt(v.steadyPssMiB)} | ${fmt(v.peakRssMiB)} | ${fmt(v.idleCpuPercent)} | ${fmt(v.startCpuMs)} | ${fmt(v.threads)} |${burst ? ` ${fmt(v.burstCpuMs)} / ${fmt(v.burstErrors)} |` : ''} \`${[v.entry, ...v.nodeArgs, ...Object.entries(v.env).map(([k, x]) => `${k}=${x}`)].join(' ')}\` |`),
+  ];
 }
 
 const RENDER: Record<string, (r: Json) => string> = { 'grpc-e2e': grpcE2e, 'agent-footprint': agentFootprint };

@@ -102,7 +102,7 @@ interface Endpoints {
 async function startEndpoints(config: AgentConfig, gid: number | undefined, cache: SecretCache, metrics: ReturnType<typeof createAgentMetrics>, w: { client: () => CaClient | undefined; clock: Clock; logger: Logger }): Promise<Endpoints> {
   const { logger } = w;
   const sds = await startSdsServer({ socketPath: config.sdsSocket, store: cache, policy: { gid }, logger });
-  metrics.bind({ status: () => cache.status(), streams: () => sds.activeStreams() });
+  metrics.bind({ status: () => cache.status(), streams: () => sds.activeStreams(), federated: () => cache.federatedBundles });
   let ops: OpsServer | undefined;
   try {
     // On the main thread: a second V8 isolate for three endpoints would cost the pod more
@@ -207,8 +207,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
   let closed = false;
   let tainted: string[] = [];
 
-  // Bundle updates pushed by a Castellan CA (castellan.v1.TrustService): tainted issuers
-  // re-issue at once, new roots reach Envoy as ROOTCA before anything is signed by them.
+  // CA pushes (castellan.v1.TrustService): tainted issuers re-issue at once, new roots reach Envoy first, federated bundles before the Workload API reads them.
   let stopWatch: (() => void) | undefined;
   let watchTimer: TimerHandle | undefined;
   let watchDelay = 1000;
@@ -226,6 +225,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
         (u) => {
           watchDelay = 1000;
           tainted = u.taintedIds;
+          cache.applyFederatedBundles(u.federatedBundles);
           workload?.onBundleUpdate(u);
           void onBundle(u.bundlePem);
         },

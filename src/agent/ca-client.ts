@@ -16,6 +16,7 @@ import { JwtSvidService, MintJwtSvidRequestSchema } from '../gen/castellan/v1/jw
 import { createClient } from '../grpc/service.ts';
 import { CastellanError, isErrorCode, type ErrorKind } from '../platform/errors.ts';
 import type { CertificateSource } from './cache.ts';
+import type { FederatedBundleInput } from './federation.ts';
 import type { AgentMetrics } from './metrics.ts';
 import { silentLogger, type Logger } from '../platform/logger.ts';
 
@@ -90,6 +91,12 @@ export interface BundleUpdate {
   taintedJwtKeys: { keyId: string; taintedAt: number }[];
   /** ms */
   jwtMaxTtlMs: number;
+  /**
+   * Bundles of the federated trust domains, by trust domain name: the
+   * complete set (a trust domain missing is no longer federated). Not yet
+   * validated: the cache does that (src/agent/federation.ts).
+   */
+  federatedBundles: Map<string, FederatedBundleInput>;
 }
 
 export interface CaClient extends CertificateSource {
@@ -160,6 +167,9 @@ export function createCaClient(o: CaClientOptions): CaClient {
           jwtBundleJson: u.jwtBundleJson,
           taintedJwtKeys: u.taintedJwtKeys.map((k) => ({ keyId: k.keyId, taintedAt: Number(k.taintedAt) * 1000 })),
           jwtMaxTtlMs: Number(u.jwtMaxTtlSeconds) * 1000,
+          federatedBundles: new Map(
+            Object.entries(u.federatedBundles).map(([td, b]) => [td, { x509AuthoritiesPem: b.x509AuthoritiesPem, jwtBundleJson: b.jwtBundleJson, sequence: b.sequence }]),
+          ),
         }),
       );
       call.on('error', (e: unknown) => end(fromGrpcError(e)));

@@ -1,7 +1,9 @@
 /**
  * The agent's secret cache: it owns the workload key and certificate
  * (`default`) and the trust bundle (`ROOTCA`), keeps them fresh, and is the
- * SecretStore the SDS streams read.
+ * SecretStore the SDS streams read. With federation (issue 17) it also holds
+ * the foreign trust domains' bundles (src/agent/federation.ts) and serves
+ * them scoped per trust domain: `ALL` and `spiffe://<td>` (src/sds/resources.ts).
  *
  * Lifecycle (protocols.md §5, security.md L4):
  * - every issuance makes a fresh key and CSR; keys are never reused;
@@ -27,15 +29,19 @@ import { asCastellanError, CastellanError, type ErrorKind } from '../platform/er
 import { silentLogger, type Logger } from '../platform/logger.ts';
 import { parseSpiffeId } from '../spiffe/id.ts';
 import {
+  ALL_RESOURCE,
   DEFAULT_RESOURCE,
   ROOTCA_RESOURCE,
+  spiffeValidatorSnapshot,
   tlsCertificateSnapshot,
+  trustDomainResourceName,
   validationContextSnapshot,
   type SecretSnapshot,
   type SecretStore,
 } from '../sds/resources.ts';
 import { authorityKeyIdOf, bundleEarliestExpiry, chainsTo, leafInfo, splitPemCertificates } from './cert-info.ts';
 import { newKeyAndCsr, type KeyAndCsr, type KeyType } from './csr.ts';
+import { FederatedBundles, type FederatedBundle, type FederatedBundleInput } from './federation.ts';
 
 /**
  * Where certificates come from: the CA client, or a fake in tests. Resolves
@@ -120,6 +126,9 @@ export class SecretCache implements SecretStore {
   private readonly listeners = new Set<(name: string) => void>();
   private defaultSnap: SecretSnapshot | undefined;
   private rootSnap: SecretSnapshot | undefined;
+  private readonly federation: FederatedBundles;
+  /** `ALL` and `spiffe://<td>` (own and federated), rebuilt when a bundle changes. */
+  private trustSnaps = new Map<string, SecretSnapshot>();
   private servedBundle: string | undefined;
   private current: IssuedCertificate | undefined;
   private rootNotAfter: number | undefined;
@@ -153,13 +162,70 @@ export class SecretCache implements SecretStore {
     };
     this.clock = this.o.clock;
     this.logger = o.logger ?? silentLogger();
+    this.federation = new FederatedBundles(o.trustDomain, this.logger);
   }
 
   // --- SecretStore ---
   get(name: string): SecretSnapshot | undefined {
     if (name === DEFAULT_RESOURCE) return this.defaultSnap;
     if (name === ROOTCA_RESOURCE) return this.rootSnap;
-    return undefined;
+    return this.trustSnaps.get(name);
+  }
+
+  dynamicNames(): readonly string[] {
+    const own = this.ownTrustDomain;
+    const foreign = [...this.federation.bundles].filter(([, b]) => b.x509Pem !== '').map(([td]) => trustDomainResourceName(td));
+    return [...(own ? [trustDomainResourceName(own)] : []), ...foreign];
+  }
+
+  /** This agent's trust domain: configured, else that of the served leaf. */
+  get ownTrustDomain(): string | undefined {
+    if (this.o.trustDomain) return this.o.trustDomain;
+    return this.current ? parseSpiffeId(this.current.spiffeId).trustDomain : undefined;
+  }
+
+  /** The validated bundles of the federated trust domains, by trust domain name. */
+  get federatedBundles(): ReadonlyMap<string, FederatedBundle> {
+    return this.federation.bundles;
+  }
+
+  /**
+   * The `federated_bundles` of a CA update (the complete set). Each is
+   * validated (a bad one: the last good one of its trust domain stays); what
+   * changed is pushed as `ALL` and `spiffe://<td>` (and told to every
+   * listener, so the Workload API streams follow). Returns the trust domains
+   * whose bundle changed.
+   */
+  applyFederatedBundles(update: ReadonlyMap<string, FederatedBundleInput> | Readonly<Record<string, FederatedBundleInput>>): string[] {
+    if (this.stopped) return [];
+    const changed = this.federation.apply(update);
+    if (changed.length > 0) this.rebuildTrustSnaps(changed.map(trustDomainResourceName));
+    return changed;
+  }
+
+  /**
+   * Rebuilds `ALL` and every `spiffe://<td>` from ROOTCA's bundle and the
+   * federated ones, and tells listeners about each that changed or went
+   * away. `alsoTell` names are told even when their snapshot is unchanged
+   * (a federated domain with no X.509 authority: the Workload API's JWT
+   * side still cares).
+   */
+  private rebuildTrustSnaps(alsoTell: readonly string[] = []): void {
+    const own = this.ownTrustDomain;
+    const next = new Map<string, SecretSnapshot>();
+    if (own && this.servedBundle) {
+      const domains: [string, string][] = [[own, this.servedBundle]];
+      for (const [td, b] of this.federation.bundles) if (b.x509Pem !== '') domains.push([td, b.x509Pem]);
+      next.set(ALL_RESOURCE, spiffeValidatorSnapshot(ALL_RESOURCE, domains));
+      for (const [td, pem] of domains) next.set(trustDomainResourceName(td), spiffeValidatorSnapshot(trustDomainResourceName(td), [[td, pem]]));
+    }
+    const tell = new Set(alsoTell);
+    for (const [n, snap] of next) if (this.trustSnaps.get(n)?.version !== snap.version) tell.add(n);
+    for (const n of this.trustSnaps.keys()) if (!next.has(n)) tell.add(n);
+    this.trustSnaps = next;
+    // ALL last: a stream watching ALL and one trust domain sees both in one go either way.
+    for (const n of [...tell].filter((x) => x !== ALL_RESOURCE).sort()) this.emit(n);
+    if (tell.has(ALL_RESOURCE)) this.emit(ALL_RESOURCE);
   }
 
   onChange(listener: (name: string) => void): () => void {
@@ -276,6 +342,8 @@ export class SecretCache implements SecretStore {
       this.emit(ROOTCA_RESOURCE);
     }
     this.current = got;
+    // ALL and spiffe://<td> follow ROOTCA, before the leaf (a no-op when the bundle is unchanged).
+    this.rebuildTrustSnaps();
     this.defaultSnap = tlsCertificateSnapshot(got.chainPem, got.keyPem);
     this.emit(DEFAULT_RESOURCE);
     this.scheduleRenewal(got.renewAt);
@@ -360,6 +428,7 @@ export class SecretCache implements SecretStore {
       this.rootNotAfter = bundleEarliestExpiry(u.bundlePem);
       this.logger.info({ event: 'agent.bundle_pushed', roots: splitPemCertificates(u.bundlePem).length }, 'trust bundle changed: ROOTCA pushed');
       this.emit(ROOTCA_RESOURCE);
+      this.rebuildTrustSnaps();
       return Promise.resolve(this.o.onBundle?.(u.bundlePem)).then(
         () => undefined,
         (e: unknown) => this.logger.error({ event: 'agent.on_bundle_failed', err: e }, 'bundle hook failed'),

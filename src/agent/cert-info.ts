@@ -4,8 +4,8 @@
  * never from Node's `subjectAltName` string).
  */
 import { X509Certificate } from 'node:crypto';
+import { certAuthorityKeyId, certUriSans } from '../pki/cert-ext.ts';
 import { derToPem, parsePem } from '../platform/pem.ts';
-import { x509 } from '../platform/x509.ts';
 
 export interface LeafInfo {
   /** Hex, uppercase, as Node prints it. */
@@ -32,10 +32,7 @@ export function splitPemCertificates(pem: string): string[] {
 
 /** URI SANs of a DER certificate, read from the extension's ASN.1. */
 export function uriSansOf(der: Uint8Array): string[] {
-  const c = new x509.X509Certificate(der);
-  const san = c.getExtension(x509.SubjectAlternativeNameExtension);
-  if (!san) return [];
-  return san.names.items.filter((n) => n.type === 'url').map((n) => n.value);
+  return certUriSans(der);
 }
 
 export function leafInfo(pemOrDer: string | Uint8Array): LeafInfo {
@@ -60,8 +57,7 @@ export function bundleEarliestExpiry(bundlePem: string): number | undefined {
 
 /** Hex authority key identifier of a certificate (lower case), or undefined without one. */
 export function authorityKeyIdOf(pem: string): string | undefined {
-  const c = new x509.X509Certificate(pem);
-  return c.getExtension(x509.AuthorityKeyIdentifierExtension)?.keyId?.toLowerCase();
+  return certAuthorityKeyId(new X509Certificate(pem).raw);
 }
 
 /**

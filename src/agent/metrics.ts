@@ -9,11 +9,18 @@
  * - `outgoing_latency{request_type}`: total milliseconds spent in those calls
  *   (a sum, like Istio's; divide by num_outgoing_requests for the mean).
  * Plus Castellan's own: `castellan_agent_issuances`, `castellan_agent_clock_jumps`,
- * `castellan_agent_sds_streams`, `castellan_agent_ready`.
+ * `castellan_agent_sds_streams`, `castellan_agent_ready`, and for federation
+ * `castellan_agent_federated_bundle_sequence{trust_domain}` (the sequence of
+ * each foreign bundle served; compare with the CA's
+ * `castellan_federation_bundle_sequence`) and `cert_expiry_seconds` with
+ * `resource_name="spiffe://<td>"`: the earliest expiry among a foreign
+ * trust domain's roots.
  */
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Clock } from '../platform/clock.ts';
 import type { CacheStatus } from './cache.ts';
+import { bundleEarliestExpiry } from './cert-info.ts';
+import type { FederatedBundle } from './federation.ts';
 
 export interface AgentMetrics {
   registry: Registry;
@@ -24,6 +31,8 @@ export interface AgentMetrics {
 
 export interface MetricsSources {
   status?: () => CacheStatus;
+  /** The validated foreign bundles, by trust domain. */
+  federated?: () => ReadonlyMap<string, Pick<FederatedBundle, 'x509Pem' | 'sequence'>>;
   streams?: () => number;
   clock?: Clock;
 }
@@ -43,6 +52,20 @@ export function createAgentMetrics(src: MetricsSources = {}, opts: { processMetr
       this.reset();
       if (st?.defaultNotAfter !== undefined) this.set({ resource_name: 'default' }, (st.defaultNotAfter - now()) / 1000);
       if (st?.rootNotAfter !== undefined) this.set({ resource_name: 'ROOTCA' }, (st.rootNotAfter - now()) / 1000);
+      for (const [td, b] of sources.federated?.() ?? []) {
+        const t = b.x509Pem === '' ? undefined : bundleEarliestExpiry(b.x509Pem);
+        if (t !== undefined) this.set({ resource_name: `spiffe://${td}` }, (t - now()) / 1000);
+      }
+    },
+  });
+  new Gauge({
+    name: 'castellan_agent_federated_bundle_sequence',
+    help: 'spiffe_sequence of each federated trust domain\'s bundle the agent serves',
+    labelNames: ['trust_domain'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const [td, b] of sources.federated?.() ?? []) this.set({ trust_domain: td }, Number(b.sequence));
     },
   });
   new Gauge({

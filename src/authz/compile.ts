@@ -23,6 +23,7 @@ import {
 } from './patterns.ts';
 import type { RequestContext } from './request-context.ts';
 import { CLAIMS_PREFIX, claimPath, EXPERIMENTAL_PREFIX, formatPath, HEADER_PREFIX, HTTP_ONLY_OPERATION, HTTP_ONLY_SOURCE, isHttpOnlyKey, type FieldPath } from './validate.ts';
+import { DEFAULT_TRUST_DOMAIN, expandTrustDomainAliases } from './trust-domain.ts';
 
 // ---------------------------------------------------------------------------
 // Checks.
@@ -579,7 +580,12 @@ function compileCondition(cond: Condition, path: FieldPath, policy: Authorizatio
   return compileValues(path, spec, cond.values, cond.notValues, 'values', 'notValues');
 }
 
-function compileRule(rule: Rule, index: number, policy: AuthorizationPolicy, tcp: boolean): CompiledRule {
+/** Principal values with the trust domain's aliases spelled out (src/authz/trust-domain.ts). */
+function aliased(v: readonly string[] | undefined, trustDomains: readonly string[]): readonly string[] | undefined {
+  return v === undefined ? undefined : expandTrustDomainAliases(v, trustDomains);
+}
+
+function compileRule(rule: Rule, index: number, policy: AuthorizationPolicy, tcp: boolean, trustDomains: readonly string[]): CompiledRule {
   const action = policy.action;
   const base: FieldPath = ['spec', 'rules', index];
   const httpOnly: string[] = [];
@@ -594,7 +600,8 @@ function compileRule(rule: Rule, index: number, policy: AuthorizationPolicy, tcp
       const src: Source = f.source;
       if (!src[pos] && !src[neg]) continue;
       if (HTTP_ONLY_SOURCE.has(pos) && dropOnTcp(`from[${j}].source.${src[pos] ? pos : neg}`)) continue;
-      checks.push(compileValues([...base, 'from', j, 'source', src[pos] ? pos : neg], sourceSpec(pos, policy), src[pos], src[neg], pos, neg));
+      const [vals, nots] = pos === 'principals' ? [aliased(src[pos], trustDomains), aliased(src[neg], trustDomains)] : [src[pos], src[neg]];
+      checks.push(compileValues([...base, 'from', j, 'source', src[pos] ? pos : neg], sourceSpec(pos, policy), vals, nots, pos, neg));
     }
     return checks;
   });
@@ -611,7 +618,8 @@ function compileRule(rule: Rule, index: number, policy: AuthorizationPolicy, tcp
   const when: Check[] = [];
   rule.when?.forEach((c, j) => {
     if (isHttpOnlyKey(c.key) && dropOnTcp(`when[${j}] ${c.key}`)) return;
-    when.push(compileCondition(c, [...base, 'when', j], policy, action));
+    const cond = c.key === 'source.principal' ? { ...c, values: aliased(c.values, trustDomains), notValues: aliased(c.notValues, trustDomains) } : c;
+    when.push(compileCondition(cond, [...base, 'when', j], policy, action));
   });
   if (tcp && httpOnly.length > 0 && action === 'ALLOW') {
     return {
@@ -634,14 +642,18 @@ export interface CompiledPolicy {
   readonly tcp: readonly CompiledRule[];
 }
 
-export function compilePolicy(policy: AuthorizationPolicy): CompiledPolicy {
+/**
+ * `trustDomains`: the mesh's trust domain and its aliases, trust domain first
+ * (Istio's principal aliasing, src/authz/trust-domain.ts). Default: cluster.local alone.
+ */
+export function compilePolicy(policy: AuthorizationPolicy, trustDomains: readonly string[] = [DEFAULT_TRUST_DOMAIN]): CompiledPolicy {
   const sel = policy.selector ? Object.entries(policy.selector).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)) : null;
   return deepFreeze({
     id: `${policy.namespace}/${policy.name}`,
     policy,
     selector: sel && sel.length > 0 ? sel : null,
-    http: policy.rules.map((r, i) => compileRule(r, i, policy, false)),
-    tcp: policy.rules.map((r, i) => compileRule(r, i, policy, true)),
+    http: policy.rules.map((r, i) => compileRule(r, i, policy, false, trustDomains)),
+    tcp: policy.rules.map((r, i) => compileRule(r, i, policy, true, trustDomains)),
   });
 }
 

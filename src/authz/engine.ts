@@ -15,6 +15,7 @@ import { compilePolicy, explainRule, firstMatchingRule, selects, type CompiledPo
 import { RequestContext } from './request-context.ts';
 import type { Action, AuthorizationPolicy, AuthzRequest, Decision, DecisionReason, DecisionValue, PolicyTrace } from './model.ts';
 import type { PathNormalization } from './path.ts';
+import { trustDomainList } from './trust-domain.ts';
 import { PATH_NORMALIZATIONS } from './path.ts';
 
 export type CustomDecision = 'allow' | 'deny';
@@ -24,6 +25,15 @@ export interface EngineOptions {
   readonly rootNamespace?: string;
   /** Default `base`, Istio's default. */
   readonly pathNormalization?: PathNormalization;
+  /**
+   * The mesh's trust domain (meshConfig.trustDomain). Default `cluster.local`.
+   * Principals of it, of an alias, or written `cluster.local/…` match every
+   * one of them (src/authz/trust-domain.ts); principals of any other trust
+   * domain (a federated one) match only that trust domain.
+   */
+  readonly trustDomain?: string;
+  /** meshConfig.trustDomainAliases: trust domains treated as the local one. Default none. */
+  readonly trustDomainAliases?: readonly string[];
 }
 
 export interface EvaluateOptions {
@@ -70,6 +80,8 @@ function byId(a: CompiledPolicy, b: CompiledPolicy): number {
 export class AuthzEngine {
   readonly rootNamespace: string;
   readonly pathNormalization: PathNormalization;
+  /** The trust domain, then its aliases. */
+  readonly trustDomains: readonly string[];
   /** The loaded policies, in canonical (namespace, name) order. */
   readonly policies: readonly AuthorizationPolicy[];
   readonly #compiled: readonly CompiledPolicy[];
@@ -92,7 +104,8 @@ export class AuthzEngine {
       }
       seen.set(id, p);
     }
-    const compiled = policies.map(compilePolicy).sort(byId);
+    this.trustDomains = Object.freeze([...trustDomainList(opts)]);
+    const compiled = policies.map((p) => compilePolicy(p, this.trustDomains)).sort(byId);
     this.#compiled = Object.freeze(compiled);
     this.policies = Object.freeze(compiled.map((c) => c.policy));
     for (const c of compiled) {

@@ -18,6 +18,7 @@ import type { Action, AuthorizationPolicy, AuthzRequest, Condition, DecisionReas
 import { normalizePath, splitPath } from './path.ts';
 import { compileRequestPrincipal } from './compile.ts';
 import { matchPattern } from './patterns.ts';
+import { expandTrustDomainAliases, trustDomainList } from './trust-domain.ts';
 
 export interface SimpleDecision {
   readonly decision: DecisionValue;
@@ -48,9 +49,16 @@ interface Req {
   readonly r: AuthzRequest;
   readonly path?: string | null;
   readonly query: string;
+  /** The trust domain, then its aliases. */
+  readonly trustDomains: readonly string[];
 }
 
 type Tri = boolean | 'http-only';
+
+/** Principal values with the local trust domain's aliases spelled out (Istio's MigrateTrustDomain). */
+function ali(v: readonly string[] | undefined, q: Req): readonly string[] | undefined {
+  return v === undefined ? undefined : expandTrustDomainAliases(v, q.trustDomains);
+}
 
 function field(values: readonly string[] | undefined, notValues: readonly string[] | undefined, m: (v: string) => boolean): boolean {
   if (values && !values.some(m)) return false;
@@ -167,7 +175,7 @@ function condition(c: Condition, q: Req, p: AuthorizationPolicy): Tri {
     case 'source.namespace':
       return f((v) => nsMatch(v, q.uri));
     case 'source.principal':
-      return f((v) => str(v, q.principal));
+      return field(ali(c.values, q), ali(c.notValues, q), (v) => str(v, q.principal));
     case 'source.serviceAccount':
       return f((v) => q.uri !== undefined && saRegex(p.namespace, v).test(q.uri));
     case 'source.trustDomain':
@@ -194,7 +202,7 @@ function source(s: Source, q: Req, p: AuthorizationPolicy): Tri[] {
     if (!vals && !nots) return;
     out.push(httpOnly && !q.http ? 'http-only' : field(vals, nots, m));
   };
-  add(s.principals, s.notPrincipals, (v) => str(v, q.principal));
+  add(ali(s.principals, q), ali(s.notPrincipals, q), (v) => str(v, q.principal));
   add(s.requestPrincipals, s.notRequestPrincipals, (v) => reqPrincipal(v, q), true);
   add(s.namespaces, s.notNamespaces, (v) => nsMatch(v, q.uri));
   add(s.serviceAccounts, s.notServiceAccounts, (v) => q.uri !== undefined && saRegex(p.namespace, v).test(q.uri));
@@ -273,7 +281,7 @@ export function referenceEvaluate(policies: readonly AuthorizationPolicy[], r: A
     path = normalizePath(sp.path, opts.pathNormalization ?? 'base');
     query = sp.query;
   }
-  const q: Req = { http: r.request !== undefined, r, path, query, ...(r.source.principal !== undefined ? { principal: r.source.principal, uri: `spiffe://${r.source.principal}` } : {}) };
+  const q: Req = { http: r.request !== undefined, r, path, query, trustDomains: trustDomainList(opts), ...(r.source.principal !== undefined ? { principal: r.source.principal, uri: `spiffe://${r.source.principal}` } : {}) };
   if (q.http && path === null) return { decision: 'DENY', policy: null, rule: null, reason: 'path-rejected' };
   const sorted = [...policies].filter((p) => inScope(p, r, root) && !p.dryRun).sort((a, b) => (a.namespace + '/' + a.name < b.namespace + '/' + b.name ? -1 : 1));
   const id = (p: AuthorizationPolicy): string => `${p.namespace}/${p.name}`;
@@ -305,7 +313,7 @@ export class WalkEveryPolicy {
   readonly #root: string;
   readonly #mode;
   constructor(policies: readonly AuthorizationPolicy[], opts: EngineOptions = {}) {
-    this.#policies = policies.map(compilePolicy).sort((a, b) => (a.id < b.id ? -1 : 1));
+    this.#policies = policies.map((p) => compilePolicy(p, trustDomainList(opts))).sort((a, b) => (a.id < b.id ? -1 : 1));
     this.#root = opts.rootNamespace ?? 'istio-system';
     this.#mode = opts.pathNormalization ?? 'base';
   }

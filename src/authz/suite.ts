@@ -23,12 +23,15 @@ import { AuthzEngine, type CustomDecision } from './engine.ts';
 import { assertNoErrors, collectPolicies, collectPolicyObjects, type FileIssue, type LoadResult } from './loader.ts';
 import type { AuthorizationPolicy, Decision, DecisionValue } from './model.ts';
 import { PATH_NORMALIZATIONS, type PathNormalization } from './path.ts';
+import { isTrustDomainName } from './trust-domain.ts';
 import { parseRequestDocument, parseSingleDocument } from './request.ts';
 
 export interface SuiteDefaults {
   readonly rootNamespace: string;
   readonly pathNormalization: PathNormalization;
   readonly customDecision: CustomDecision;
+  readonly trustDomain?: string;
+  readonly trustDomainAliases?: readonly string[];
 }
 
 export interface CaseResult {
@@ -85,7 +88,7 @@ export function runSuiteFile(file: string, defaults: SuiteDefaults): SuiteResult
 
 export function runSuite(doc: unknown, file: string, defaults: SuiteDefaults): SuiteResult {
   if (!isObj(doc)) throw bad(file, 'a suite must be a mapping with policies and cases');
-  const allowed = ['policies', 'cases', 'rootNamespace', 'pathNormalization', 'customDecision', 'name'];
+  const allowed = ['policies', 'cases', 'rootNamespace', 'pathNormalization', 'customDecision', 'name', 'trustDomain', 'trustDomainAliases'];
   for (const k of Object.keys(doc)) if (!allowed.includes(k)) throw bad(file, `unknown field "${k}"; allowed: ${allowed.join(', ')}`);
   const suiteName = typeof doc.name === 'string' ? doc.name : file;
   const rootNamespace = doc.rootNamespace === undefined ? defaults.rootNamespace : doc.rootNamespace;
@@ -93,6 +96,10 @@ export function runSuite(doc: unknown, file: string, defaults: SuiteDefaults): S
   const pathNormalization = doc.pathNormalization ?? defaults.pathNormalization;
   if (!PATH_NORMALIZATIONS.includes(pathNormalization as PathNormalization)) throw bad(file, `pathNormalization must be one of ${PATH_NORMALIZATIONS.join(', ')}`);
   const suiteCustom = parseCustom(file, 'customDecision', doc.customDecision) ?? defaults.customDecision;
+  const trustDomain = doc.trustDomain ?? defaults.trustDomain;
+  if (trustDomain !== undefined && (typeof trustDomain !== 'string' || !isTrustDomainName(trustDomain))) throw bad(file, 'trustDomain must be a trust domain name (lowercase letters, digits, ".", "-", "_")');
+  const trustDomainAliases = doc.trustDomainAliases ?? defaults.trustDomainAliases;
+  if (trustDomainAliases !== undefined && !(Array.isArray(trustDomainAliases) && trustDomainAliases.every((a) => typeof a === 'string' && a !== ''))) throw bad(file, 'trustDomainAliases must be a list of trust domain names');
 
   if (!Array.isArray(doc.policies)) throw bad(file, 'policies must be a list of paths (relative to the suite) or inline AuthorizationPolicy documents');
   const base = dirname(file);
@@ -111,7 +118,7 @@ export function runSuite(doc: unknown, file: string, defaults: SuiteDefaults): S
     files: fromFiles.files,
   };
   assertNoErrors(merged);
-  const engine = AuthzEngine.compile(merged.policies, { rootNamespace, pathNormalization: pathNormalization as PathNormalization });
+  const engine = AuthzEngine.compile(merged.policies, { rootNamespace, pathNormalization: pathNormalization as PathNormalization, trustDomain, trustDomainAliases: trustDomainAliases as string[] | undefined });
 
   if (!Array.isArray(doc.cases) || doc.cases.length === 0) throw bad(file, 'cases must be a non-empty list of {name, request, expect}');
   const cases = doc.cases.map((c: unknown, i): ParsedCase => parseCase(file, c, i, engine.policies));

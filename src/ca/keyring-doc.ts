@@ -15,6 +15,7 @@ import { z } from 'zod';
 import { CastellanError } from '../platform/errors.ts';
 import { CA_KEY_TYPES } from './keys.ts';
 import { checkJwtKeys, JwtKeyRecordSchema } from './jwt-keys.ts';
+import { checkFederatedBundles, FederatedBundleRecordSchema } from './federation.ts';
 
 export const AUTHORITY_STATES = ['prepared', 'active', 'old', 'tainted', 'retired'] as const;
 export type AuthorityState = (typeof AUTHORITY_STATES)[number];
@@ -65,6 +66,19 @@ const KeyringSchema = z.strictObject({
   authorities: z.array(AuthorityRecordSchema).min(1),
   /** JWT-SVID signing keys (src/ca/jwt-keys.ts); absent before the first start with JWT-SVIDs */
   jwtKeys: z.array(JwtKeyRecordSchema).optional(),
+  /**
+   * Bundles of the foreign trust domains this one federates with
+   * (src/ca/federation.ts); absent before the first one is stored. A replica
+   * older than federation refuses a document that has this field (the schema
+   * is strict): it keeps its last good keyring until it is upgraded.
+   */
+  federatedBundles: z.array(FederatedBundleRecordSchema).optional(),
+  /**
+   * `spiffe_sequence` of this trust domain's bundle: raised by one whenever
+   * what the bundle holds changes (see withBundleSequence); absent in
+   * documents written before federation, where the generation stands in.
+   */
+  bundleSequence: z.number().int().nonnegative().optional(),
 });
 export type KeyringDoc = z.infer<typeof KeyringSchema>;
 
@@ -139,7 +153,34 @@ export function parseKeyringDoc(text: string, where: string): KeyringDoc {
   if (active !== 1) throw corruptKeyring(where, `expected exactly one active authority, found ${active}`);
   const jwtProblem = checkJwtKeys(doc.jwtKeys ?? []);
   if (jwtProblem) throw corruptKeyring(where, jwtProblem);
+  const fedProblem = checkFederatedBundles(doc);
+  if (fedProblem) throw corruptKeyring(where, fedProblem);
   return doc;
+}
+
+/** What this trust domain's bundle holds: the authorities and JWT keys that are not retired (and their roots). */
+function bundleContent(doc: KeyringDoc): string {
+  const x509 = doc.authorities.filter((a) => a.state !== 'retired').map((a) => `${a.id}:${a.rootsPem}`);
+  const jwt = (doc.jwtKeys ?? []).filter((k) => k.state !== 'retired').map((k) => k.kid);
+  return JSON.stringify([x509.sort(), jwt.sort()]);
+}
+
+/** The bundle's `spiffe_sequence` in `doc`. */
+export function bundleSequenceOf(doc: KeyringDoc): number {
+  return doc.bundleSequence ?? doc.generation;
+}
+
+/**
+ * `next` (a change of `prev`) with its bundle sequence raised when the
+ * bundle's content changed, kept otherwise: leaf accounting, state changes
+ * that keep an authority in the bundle and foreign bundles leave it alone,
+ * so foreign trust domains re-store this bundle only when it really changed.
+ * Starting from the generation keeps it from ever going back.
+ */
+export function withBundleSequence(prev: KeyringDoc, next: KeyringDoc): KeyringDoc {
+  const seq = bundleSequenceOf(prev);
+  const want = bundleContent(prev) === bundleContent(next) ? seq : seq + 1;
+  return next.bundleSequence === want ? next : { ...next, bundleSequence: want };
 }
 
 export function serializeKeyringDoc(doc: KeyringDoc): string {

@@ -16,7 +16,8 @@ import type { Clock, TimerHandle } from '../platform/clock.ts';
 import type { Logger } from '../platform/logger.ts';
 import { createSelfSignedRoot, buildAuthority } from './authority.ts';
 import { authorityStatus, type AuthorityStatus } from './authority-status.ts';
-import { emptyLeaves, type AuthorityRecord, type KeyringDoc } from './keyring-doc.ts';
+import { federationFingerprint } from './federation.ts';
+import { emptyLeaves, withBundleSequence, type AuthorityRecord, type KeyringDoc } from './keyring-doc.ts';
 import { activate, addLeaves, addPrepared, buildView, nextAutoStep, retire, taint, type KeyringView, type TransitionResult } from './keyring.ts';
 import type { CaKeyType } from './keys.ts';
 import type { Keystore, LeaderElector, StoredKeyring } from './keystore.ts';
@@ -200,8 +201,9 @@ export class CaManager {
       for (let attempt = 0; ; attempt++) {
         const base = this.stored;
         const out = fn(base.doc);
-        const doc = 'doc' in out && 'authority' in out ? out.doc : (out as KeyringDoc);
-        if (doc === base.doc) return out;
+        const changed = 'doc' in out && 'authority' in out ? out.doc : (out as KeyringDoc);
+        if (changed === base.doc) return out;
+        const doc = withBundleSequence(base.doc, changed);
         buildView(doc, this.now, this.o.keystore.where); // never store what would not load
         try {
           const stored = await this.o.keystore.update(doc, base.version);
@@ -352,5 +354,5 @@ export class CaManager {
 }
 
 function statesOf(v: KeyringView, doc?: KeyringDoc): string {
-  return v.records.map((r) => `${r.id}:${r.state}`).join(',') + '|' + (doc?.jwtKeys ?? []).map((k) => `${k.kid}:${k.state}`).join(',');
+  return v.records.map((r) => `${r.id}:${r.state}`).join(',') + '|' + (doc?.jwtKeys ?? []).map((k) => `${k.kid}:${k.state}`).join(',') + '|' + (doc ? federationFingerprint(doc) : '');
 }

@@ -16,7 +16,7 @@ export interface ServingIdentity {
 
 export async function issueServingCertificate(
   authority: SigningAuthority,
-  o: { dnsNames: readonly string[]; trustDomain: string; ttlMs: number; now: number },
+  o: { dnsNames: readonly string[]; trustDomain: string; ttlMs: number; now: number; /** a SPIFFE ID: the certificate is then an X.509-SVID of it */ spiffeId?: string },
 ): Promise<ServingIdentity> {
   const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
   const issuerKey = await importPkcs8(authority.keyPkcs8Der, authority.keyType);
@@ -45,6 +45,7 @@ export async function issueServingCertificate(
         ...names.map((value) => ({ type: 'dns' as const, value })),
         { type: 'ip', value: '127.0.0.1' },
         { type: 'ip', value: '::1' },
+        ...(o.spiffeId ? [{ type: 'url' as const, value: o.spiffeId }] : []),
       ]),
     ],
   });

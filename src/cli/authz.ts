@@ -21,6 +21,7 @@ import { createAuthzMetrics } from '../authz/metrics.ts';
 import { PATH_NORMALIZATIONS, type PathNormalization } from '../authz/path.ts';
 import { parseRequestText } from '../authz/request.ts';
 import { runSuiteFile, type SuiteResult } from '../authz/suite.ts';
+import { isTrustDomainName } from '../authz/trust-domain.ts';
 import { PolicyWatcher } from '../authz/watch.ts';
 import type { InvalidPolicyMode } from '../kube/policy-watch.ts';
 import { CastellanError } from '../platform/errors.ts';
@@ -34,6 +35,8 @@ const COMMON: FlagSpec[] = [
   { name: 'root-namespace', type: 'string', arg: 'NS', default: 'istio-system', help: 'namespace whose policies apply to every workload of the mesh' },
   { name: 'path-normalization', type: 'string', arg: 'MODE', default: 'base', help: `path normalisation before matching: ${PATH_NORMALIZATIONS.join('|')}` },
   { name: 'custom-decision', type: 'string', arg: 'allow|deny', default: 'deny', help: 'answer of the CUSTOM provider when a CUSTOM policy matches' },
+  { name: 'trust-domain', type: 'string', arg: 'TD', default: 'cluster.local', help: 'the mesh\'s trust domain: principals "cluster.local/…" and of its aliases mean this one (Istio\'s meshConfig.trustDomain)' },
+  { name: 'trust-domain-alias', type: 'string', multiple: true, arg: 'TD', help: 'a trust domain treated as the local one (Istio\'s trustDomainAliases; repeatable). Never a federated trust domain' },
 ];
 const OUTPUT: FlagSpec = { name: 'output', type: 'string', arg: 'text|json', default: 'text', help: 'output format' };
 
@@ -86,6 +89,8 @@ function invalid(msg: string): CastellanError {
 
 interface Common {
   rootNamespace: string;
+  trustDomain: string;
+  trustDomainAliases: string[];
   pathNormalization: PathNormalization;
   customDecision: CustomDecision;
   output: 'text' | 'json';
@@ -100,7 +105,12 @@ function common(cmd: string, v: FlagValues): Common {
   if (cd !== 'allow' && cd !== 'deny') throw invalid(`castellan authz ${cmd}: --custom-decision must be allow or deny, got "${cd}"`);
   const out = String(v.output ?? 'text');
   if (out !== 'text' && out !== 'json') throw invalid(`castellan authz ${cmd}: --output must be text or json, got "${out}"`);
-  return { rootNamespace, pathNormalization: pn as PathNormalization, customDecision: cd, output: out };
+  const trustDomain = String(v['trust-domain'] ?? 'cluster.local');
+  if (!isTrustDomainName(trustDomain)) throw invalid(`castellan authz ${cmd}: --trust-domain must be a trust domain name (lowercase letters, digits, ".", "-", "_"), got "${trustDomain.slice(0, 100)}"`);
+  const trustDomainAliases = (v['trust-domain-alias'] as string[] | undefined) ?? [];
+  const badAlias = trustDomainAliases.find((a) => !/^[a-z0-9._*-]{1,255}$/.test(a));
+  if (badAlias !== undefined) throw invalid(`castellan authz ${cmd}: --trust-domain-alias must be a trust domain name (or a "*" pattern), got "${badAlias.slice(0, 100)}"`);
+  return { rootNamespace, trustDomain, trustDomainAliases, pathNormalization: pn as PathNormalization, customDecision: cd, output: out };
 }
 
 function policyPaths(cmd: string, v: FlagValues, positionals: string[]): string[] {
@@ -128,7 +138,7 @@ function runCheck(v: FlagValues, positionals: string[]): number {
     throw invalid(`castellan authz check: cannot read request ${reqPath}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
   }
   const request = parseRequestText(text, reqPath === '-' ? '<stdin>' : reqPath);
-  const engine = AuthzEngine.compile(loaded.policies, { rootNamespace: c.rootNamespace, pathNormalization: c.pathNormalization });
+  const engine = AuthzEngine.compile(loaded.policies, { rootNamespace: c.rootNamespace, pathNormalization: c.pathNormalization, trustDomain: c.trustDomain, trustDomainAliases: c.trustDomainAliases });
   const explain = v.explain === true;
   const d = engine.evaluate(request, { explain, customDecision: c.customDecision });
   if (c.output === 'json') process.stdout.write(JSON.stringify(d, null, 2) + '\n');
@@ -248,7 +258,7 @@ async function runServe(v: FlagValues, positionals: string[]): Promise<number> {
   const { startOpsServer } = await import('../platform/http.ts');
   const logger = createLogger({ level: String(v['log-level']), name: 'authz' });
   const metrics = createAuthzMetrics();
-  const engineOptions = { rootNamespace: c.rootNamespace, pathNormalization: c.pathNormalization };
+  const engineOptions = { rootNamespace: c.rootNamespace, pathNormalization: c.pathNormalization, trustDomain: c.trustDomain, trustDomainAliases: c.trustDomainAliases };
   let policies: ServedPolicies;
   let ready: () => boolean = () => true;
   let synced: Promise<void> = Promise.resolve();

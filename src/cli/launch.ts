@@ -14,10 +14,21 @@
  */
 
 /**
- * The agent: semi-spaces of 1 MiB instead of Node's 16 MiB. Its young
- * generation otherwise grows to 32 MiB committed (two 16 MiB halves) for a
- * heap whose live data is ~25 MiB; at 1 MiB the scavenges are more frequent
- * but each is tiny (bench/agent-footprint.ts, docs/performance.md).
+ * The agent:
+ * - semi-spaces of 1 MiB instead of Node's 16 MiB. Its young generation
+ *   otherwise grows to 32 MiB committed (two 16 MiB halves) for a heap whose
+ *   live data is ~25 MiB; at 1 MiB the scavenges are more frequent but each
+ *   is tiny;
+ * - no optimising compilers (`--no-opt --no-maglev`): ~9 MiB less resident
+ *   (fewer of the node binary's compiler pages touched, no optimised code),
+ *   for up to ~40 % more CPU on an SDS burst (50 clients × 3 rounds: 0.2–0.3 s
+ *   of agent CPU); no baseline compiler either (`--no-sparkplug`): ~1.5 MiB
+ *   less, no measurable cost on that burst. The agent runs in V8's
+ *   interpreter, like `--jitless` but with WebAssembly (Node's type stripper)
+ *   and the regular-expression compiler kept. A sidecar serves a few streams
+ *   and renews a certificate now and then: no hot loop for a compiler to
+ *   pay back.
+ * Measured side by side by bench/agent-footprint.ts (docs/performance.md).
  *
  * The CA server: semi-spaces of 4 MiB instead of V8's default (up to 32). Nearly all of
  * a finished call's objects survive the scavenge after it (what a node:http2
@@ -27,11 +38,12 @@
  * generation (docs/performance.md, "The half-peak tail").
  */
 export const ROLE_NODE_FLAGS: Readonly<Record<string, readonly string[]>> = {
-  agent: ['--max-semi-space-size=1'],
+  agent: ['--max-semi-space-size=1', '--no-opt', '--no-maglev', '--no-sparkplug'],
   server: ['--max-semi-space-size=4'],
 };
 
-const flagName = (f: string): string => f.split('=')[0]!.replace(/_/g, '-');
+/** A flag's name without value, `_` spelled `-`, and without `no-`: `--opt` and `--no-opt` set the same flag. */
+const flagName = (f: string): string => f.split('=')[0]!.replace(/_/g, '-').replace(/^--no-/, '--');
 
 /** The role's flags that neither `execArgv` nor NODE_OPTIONS sets already. */
 export function missingNodeFlags(command: string, execArgv: readonly string[], nodeOptions = ''): string[] {

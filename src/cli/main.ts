@@ -13,6 +13,7 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<{ run(argv
   authz: { summary: 'evaluate, test, lint and serve Istio AuthorizationPolicies', load: () => import('./authz.ts') },
   workload: { summary: 'query a SPIFFE Workload API: fetch-x509, fetch-jwt, validate-jwt', load: () => import('./workload.ts') },
   console: { summary: 'a read-only web page of the CA: authorities on a timeline, bundle, leaves, rates, next steps', load: () => import('./console.ts') },
+  bundle: { summary: 'federation by hand: show this trust domain\'s bundle, set, delete or list foreign ones (admin socket)', load: () => import('./bundle.ts') },
   ca: { summary: 'rotate the CA: status, prepare, import, activate, taint, retire (through the server\'s admin socket)', load: () => import('./ca.ts') },
 };
 

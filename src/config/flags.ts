@@ -25,6 +25,12 @@ export interface FlagSpec {
   help: string;
   /** False for flags that make no sense in a file or the environment (e.g. --help). */
   layered?: boolean;
+  /**
+   * A structured value (a list of mappings): YAML in the config file, JSON
+   * text as a flag or variable; the command receives JSON text either way
+   * and validates it.
+   */
+  structured?: boolean;
 }
 
 export type FlagValues = Record<string, string | boolean | string[] | undefined>;
@@ -140,6 +146,7 @@ export function parseCommand(
 }
 
 function coerce(command: string, spec: FlagSpec, v: unknown, where: string): string | boolean | string[] {
+  if (spec.structured) return typeof v === 'string' ? v : JSON.stringify(v);
   if (spec.type === 'boolean') {
     if (typeof v === 'boolean') return v;
     if (v === 'true' || v === '1') return true;

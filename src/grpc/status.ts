@@ -21,6 +21,7 @@ export const STATUS_OF: Record<ErrorKind, grpc.status> = {
   DEADLINE_EXCEEDED: grpc.status.DEADLINE_EXCEEDED,
   ALREADY_EXISTS: grpc.status.ALREADY_EXISTS,
   ABORTED: grpc.status.ABORTED,
+  CANCELLED: grpc.status.CANCELLED,
   INTERNAL: grpc.status.INTERNAL,
 };
 

@@ -20,6 +20,7 @@ export type ErrorKind =
   | 'DEADLINE_EXCEEDED'
   | 'ALREADY_EXISTS'
   | 'ABORTED'
+  | 'CANCELLED'
   | 'INTERNAL';
 
 export class CastellanError extends Error {
@@ -95,6 +96,7 @@ export const ERROR_CODES = [
   // bundle
   'bundle.conflict',
   'bundle.forbidden',
+  'bundle.invalid',
   'bundle.not_found',
   'bundle.rejected',
   'bundle.unavailable',
@@ -127,6 +129,8 @@ export const ERROR_CODES = [
   'ca_client.unavailable',
   'ca_client.unimplemented',
   'ca_client.unknown',
+  // cert
+  'cert.malformed',
   // config
   'config.invalid',
   // console
@@ -136,6 +140,13 @@ export const ERROR_CODES = [
   'csr.identity_mismatch',
   'csr.key_policy',
   'csr.malformed',
+  // federation
+  'federation.endpoint_cert',
+  'federation.endpoint_listen',
+  'federation.format',
+  'federation.own_trust_domain',
+  'federation.trust_domain',
+  'federation.unknown_trust_domain',
   // files
   'files.not_dir',
   'files.not_file',
@@ -227,6 +238,7 @@ export const ERROR_CODES = [
   'sds.socket_symlink',
   'sds.unknown_resource',
   // signer
+  'signer.abandoned',
   'signer.closed',
   'signer.internal',
   'signer.no_issuer',

@@ -70,9 +70,10 @@ export class DeltaSession {
       checkTypeUrl(req.typeUrl);
     }
     const initial = Object.entries(req.initialResourceVersions);
-    for (const n of req.resourceNamesSubscribe) checkResourceName(n);
-    for (const n of req.resourceNamesUnsubscribe) checkResourceName(n);
-    for (const [n] of initial) checkResourceName(n);
+    // A name is checked when first asked for; one already watched may have stopped being served.
+    for (const n of req.resourceNamesSubscribe) if (!this.subscribed.has(n)) checkResourceName(n, this.store);
+    for (const n of req.resourceNamesUnsubscribe) if (!this.subscribed.has(n)) checkResourceName(n, this.store);
+    for (const [n] of initial) checkResourceName(n, this.store);
     if (first) {
       this.nodeId = req.node!.id;
       this.unsubscribeStore = this.store.onChange((name) => this.onStoreChange(name));

@@ -7,6 +7,9 @@
  * - the first request must carry `node.id`; a stream without one is refused;
  * - `type_url`, when set, must be the Secret type URL;
  * - names are allow-listed; an unknown name ends the stream with NOT_FOUND;
+ *   a name is checked when it is first asked for, so a trust domain that
+ *   stops being federated while watched is just no longer sent (never an
+ *   error on the next ACK);
  * - a request with a nonce other than the last one sent is stale: ignored;
  * - a request with the last nonce and no `error_detail` is an ACK, with
  *   `error_detail` a NACK (logged, stream kept); either may change the
@@ -90,7 +93,7 @@ export class SotwSession {
     } else {
       checkTypeUrl(req.typeUrl);
     }
-    for (const n of req.resourceNames) checkResourceName(n);
+    for (const n of req.resourceNames) if (!this.subscribed.has(n)) checkResourceName(n, this.store);
     if (req.responseNonce !== '' && req.responseNonce !== this.lastNonce) {
       this.logger?.debug({ event: 'sds.stale_nonce', node: this.nodeId }, 'ignoring request with a stale nonce');
       return;
@@ -146,7 +149,7 @@ export class SotwSession {
 export function fetchSecrets(store: SecretStore, req: DiscoveryRequest, nonce: () => string = randomNonce): DiscoveryResponse {
   checkFirstRequest(req.node?.id, req.typeUrl);
   if (req.resourceNames.length === 0) throw new CastellanError('INVALID_ARGUMENT', 'sds.no_names', 'FetchSecrets needs at least one resource name');
-  for (const n of req.resourceNames) checkResourceName(n);
+  for (const n of req.resourceNames) checkResourceName(n, store);
   const names = [...new Set(req.resourceNames)].sort();
   const snaps = names.map((n) => {
     const s = store.get(n);

@@ -6,7 +6,18 @@
  */
 import * as grpc from '@grpc/grpc-js';
 import { create } from '@bufbuild/protobuf';
-import { AdminService, AuthoritySchema, StatusResponseSchema, TransitionResponseSchema, type Authority } from '../gen/castellan/v1/admin_pb.js';
+import {
+  AdminService,
+  AuthoritySchema,
+  DeleteBundleResponseSchema,
+  FederatedBundleInfoSchema,
+  ListBundlesResponseSchema,
+  ShowBundleResponseSchema,
+  StatusResponseSchema,
+  TransitionResponseSchema,
+  type Authority,
+  type FederatedBundleInfo,
+} from '../gen/castellan/v1/admin_pb.js';
 import { addService, bindServer, shutdownServer } from '../grpc/service.ts';
 import { toGrpcError } from '../grpc/status.ts';
 import type { AuthorityStatus, CaManager } from '../ca/manager.ts';
@@ -17,6 +28,8 @@ import type { JwtTransition } from '../ca/jwt-keys.ts';
 import { CastellanError } from '../platform/errors.ts';
 import type { Logger } from '../platform/logger.ts';
 import { prepareSocketPath, secureBoundSocket } from '../sds/socket.ts';
+import { authoritiesPem } from '../spiffe/bundle.ts';
+import type { FederatedBundleSummary, Federation } from './federation.ts';
 
 export interface AdminServer {
   readonly socketPath: string;
@@ -64,6 +77,38 @@ export function jwtKeyMessage(k: JwtKeyStatus): Authority {
   });
 }
 
+export function federatedBundleMessage(s: FederatedBundleSummary): FederatedBundleInfo {
+  return create(FederatedBundleInfoSchema, {
+    trustDomain: s.trustDomain,
+    source: s.source,
+    endpointUrl: s.endpointUrl,
+    sequence: BigInt(s.sequence),
+    updatedAt: s.updatedAt,
+    lastRefresh: s.lastRefresh ?? '',
+    x509Authorities: s.x509Authorities,
+    jwtAuthorities: s.jwtAuthorities,
+    lastError: s.lastError ?? '',
+  });
+}
+
+/** The `castellan bundle` calls. */
+function bundleHandlers(federation: Federation) {
+  return {
+    showBundle: async (req: { format: string }) => {
+      const own = federation.ownBundle();
+      if (req.format !== '' && req.format !== 'spiffe' && req.format !== 'pem') throw new CastellanError('INVALID_ARGUMENT', 'federation.format', `format must be "spiffe" or "pem", got "${req.format.slice(0, 32)}"`);
+      const text = req.format === 'pem' ? authoritiesPem(own.x509Authorities) : federation.ownBundleDocument();
+      return create(ShowBundleResponseSchema, { trustDomain: own.trustDomain, text, sequence: BigInt(own.sequence ?? 0) });
+    },
+    setBundle: async (req: { trustDomain: string; text: string; format: string }) => federatedBundleMessage(await federation.setManual(req.trustDomain, req.text, req.format)),
+    deleteBundle: async (req: { trustDomain: string }) => {
+      await federation.delete(req.trustDomain);
+      return create(DeleteBundleResponseSchema, {});
+    },
+    listBundles: async () => create(ListBundlesResponseSchema, { bundles: federation.list().map(federatedBundleMessage) }),
+  };
+}
+
 /** Which keyring a transition is about: "x509" (or empty) or "jwt". */
 function kindOf(kind: string, jwtKeys: JwtKeyManager | undefined): 'x509' | JwtKeyManager {
   if (kind === '' || kind === 'x509') return 'x509';
@@ -76,6 +121,7 @@ export async function startAdminServer(o: {
   socketPath: string;
   manager: CaManager;
   jwtKeys?: JwtKeyManager;
+  federation: Federation;
   keystoreWhere: string;
   propagationMs: number;
   autoRotate: boolean;
@@ -122,7 +168,12 @@ export async function startAdminServer(o: {
       nextStepAt: new Date(next.recheckAt).toISOString(),
     });
   };
+  const bundles = bundleHandlers(o.federation);
   addService(server, AdminService, {
+    showBundle: unary('ShowBundle', bundles.showBundle),
+    setBundle: unary('SetBundle', bundles.setBundle),
+    deleteBundle: unary('DeleteBundle', bundles.deleteBundle),
+    listBundles: unary('ListBundles', bundles.listBundles),
     status: unary('Status', async () => status()),
     prepare: unary('Prepare', async (req) => {
       const k = kindOf(req.kind, o.jwtKeys);

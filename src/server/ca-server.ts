@@ -36,6 +36,9 @@ import { clusterPorts } from './cluster-ports.ts';
 import type { ServerConfig } from './config.ts';
 import { startOpsServer, type OpsServer } from '../platform/http.ts';
 import { istioCertificateService } from './istio-ca-rpc.ts';
+import { startBundleEndpoint, type BundleEndpoint } from './bundle-endpoint.ts';
+import { Federation } from './federation.ts';
+import { federationMetrics, FederationFetcher } from './federation-fetch.ts';
 import { followKeyring, issuerMaterial } from './keyring-fanout.ts';
 import { createCaMetrics, type CaMetrics } from './metrics.ts';
 import { KeyedRateLimiter } from './ratelimit.ts';
@@ -56,6 +59,12 @@ export interface CaServerHandle {
   readonly manager: CaManager;
   /** The JWT-SVID signing keys (absent with --no-jwt-svid). */
   readonly jwtKeys?: JwtKeyManager;
+  /** This trust domain's bundle and the foreign ones (docs/federation.md). */
+  readonly federation: Federation;
+  /** Fetches foreign bundles (present when trust domains are federated with). */
+  readonly federationFetcher?: FederationFetcher;
+  /** host:port of the SPIFFE bundle endpoint (--bundle-endpoint-listen) */
+  readonly bundleEndpointAddress?: string;
   /** The authority that signs now. */
   authority(): SigningAuthority;
   /** Stops accepting calls, lets in-flight ones finish (up to the shutdown grace), frees everything. */
@@ -176,13 +185,15 @@ export async function startCaServer(config: ServerConfig, deps: CaServerDeps = {
     metrics,
   };
 
+  const federation = new Federation({ manager, jwtKeys, refreshHintSeconds: config.federation.refreshHintSeconds, clock, logger });
+  const fetcher = config.federation.peers.length > 0 ? new FederationFetcher({ config: config.federation, federation, manager, leader, metrics: federationMetrics(metrics.registry), clock, logger }) : undefined;
   const serving = await ServingIdentity.start({ plaintext: config.plaintext, listen: config.grpcListen, dnsNames: config.serverDns, trustDomain: config.trustDomain, view: () => manager.view(), clock, logger });
   const bundleWatchers: BundleWatchers = new Set();
   const unsubscribe = await followKeyring({ manager, signer, setExpiries, serving, dataDir: config.dataDir, leader, publisher, bundleWatchers, logger });
 
   const server = grpcServer(config);
   addService(server, IstioCertificateService, istioCertificateService(serviceDeps));
-  addService(server, TrustService, trustService(serviceDeps, bundleWatchers, () => jwtBundleFields(jwtKeys, config.jwt)));
+  addService(server, TrustService, trustService(serviceDeps, bundleWatchers, () => ({ ...jwtBundleFields(jwtKeys, config.jwt), ...federation.bundleUpdateFields() })));
   if (jwtKeys && config.jwt) addJwtSvidService(server, serviceDeps, jwtKeys, config.jwt);
   const health = new HealthImplementation({ '': 'SERVING', [CA_SERVICE_NAME]: 'SERVING' });
   health.addToServer(server);
@@ -195,11 +206,19 @@ export async function startCaServer(config: ServerConfig, deps: CaServerDeps = {
   let ops: OpsServer | undefined;
   if (config.httpListen) ops = await startOpsServer(config.httpListen, { registry: metrics.registry, ready: () => ready && (nodeAuth.pods?.synced ?? true), logger });
   let admin: AdminServer;
+  let endpoint: BundleEndpoint | undefined;
+  let unfollowEndpoint: (() => void) | undefined;
   try {
+    if (config.federation.endpoint) {
+      endpoint = await startBundleEndpoint({ config: config.federation.endpoint, trustDomain: config.trustDomain, dnsNames: config.serverDns, document: () => federation.ownBundleDocument(), view: () => manager.view(), clock, logger });
+      const e = endpoint;
+      unfollowEndpoint = manager.onChange((v, prev) => e.follow(v, prev));
+    }
     admin = await startAdminServer({
       socketPath: config.adminSocket ?? join(config.dataDir, 'admin.sock'),
       manager,
       jwtKeys,
+      federation,
       keystoreWhere: keystore.where,
       propagationMs: config.propagationMs,
       autoRotate: config.autoRotate,
@@ -207,6 +226,8 @@ export async function startCaServer(config: ServerConfig, deps: CaServerDeps = {
       logger,
     });
   } catch (e) {
+    unfollowEndpoint?.();
+    await endpoint?.close();
     server.forceShutdown();
     nodeAuth.pods?.stop();
     await ops?.close();
@@ -215,6 +236,7 @@ export async function startCaServer(config: ServerConfig, deps: CaServerDeps = {
     await manager.close();
     throw e;
   }
+  fetcher?.start();
   logger.info({ event: 'server.listening', grpc: grpcAddress, http: ops?.address, admin: admin.socketPath, tls: !config.plaintext }, 'CA server listening');
 
   let closing: Promise<void> | undefined;
@@ -228,6 +250,9 @@ export async function startCaServer(config: ServerConfig, deps: CaServerDeps = {
     metrics,
     manager,
     jwtKeys,
+    federation,
+    bundleEndpointAddress: endpoint?.address,
+    federationFetcher: fetcher,
     authority: () => manager.view().active,
     close() {
       closing ??= (async () => {
@@ -237,6 +262,9 @@ export async function startCaServer(config: ServerConfig, deps: CaServerDeps = {
         serving.close();
         unsubscribe();
         bundleWatchers.clear();
+        await fetcher?.close();
+        unfollowEndpoint?.();
+        await endpoint?.close();
         await admin.close();
         await shutdownServer(server, config.shutdownGraceMs);
         await signer.close();

@@ -30,7 +30,7 @@ export interface CaServiceDeps {
   view(): KeyringView;
   /** Told of every certificate issued (leaf accounting per authority). */
   onIssued?(issuerId: string, notAfter: number): void;
-  signer: { issue(req: Omit<IssueRequest, 'now'> & { now?: number }): Promise<IssueResult> };
+  signer: { issue(req: Omit<IssueRequest, 'now'> & { now?: number; signal?: AbortSignal }): Promise<IssueResult> };
   /** per-peer (before authentication) and per-identity (after) issuance limits */
   limits?: { peer: KeyedRateLimiter; identity: KeyedRateLimiter };
   tokenAuth?: TokenAuthenticator;
@@ -56,6 +56,8 @@ export interface CertificateRequestInput extends CallerCredentials {
   metadata?: JsonObject;
   requestId: string;
   peer?: string;
+  /** aborted when the caller goes away (cancelled, deadline passed): a queued request is then dropped unsigned */
+  signal?: AbortSignal;
 }
 
 export interface CertificateResponse {
@@ -170,7 +172,7 @@ export async function createCertificate(deps: CaServiceDeps, input: CertificateR
   }
   let issued: IssueResult;
   try {
-    issued = await deps.signer.issue({ csrPem: input.csr, spiffeId: subject, ttlMs, now: deps.clock.now() });
+    issued = await deps.signer.issue({ csrPem: input.csr, spiffeId: subject, ttlMs, now: deps.clock.now(), signal: input.signal });
   } catch (thrown) {
     const e = thrown instanceof CastellanError && thrown.code === 'signer.queue_full' ? (refusalOfShape(input.csr) ?? thrown) : thrown;
     if (e instanceof CastellanError) {

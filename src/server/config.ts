@@ -9,6 +9,7 @@ import { parseDuration, type FlagSpec, type FlagValues } from '../config/flags.t
 import { validateTrustDomain } from '../spiffe/id.ts';
 import { CA_KEY_TYPES, type CaKeyType } from '../ca/keys.ts';
 import { JWT_SERVER_FLAGS, resolveJwtSvidConfig, type JwtSvidConfig } from './jwt-service.ts';
+import { FEDERATION_FLAGS, resolveFederationConfig, type FederationConfig } from './federation-config.ts';
 import { parseTrustedNodeAccounts, type NodeAccount } from '../identity/impersonation.ts';
 
 export interface ServerConfig {
@@ -57,6 +58,8 @@ export interface ServerConfig {
   trustedNodeAccounts: NodeAccount[];
   /** --kubeconfig (pods for node authorization; TokenReview and the keystore carry their own copy) */
   kubeconfig?: string;
+  /** the bundle endpoint and the foreign trust domains (src/server/federation-config.ts) */
+  federation: FederationConfig;
 }
 
 export const SERVER_FLAGS: FlagSpec[] = [
@@ -98,6 +101,7 @@ export const SERVER_FLAGS: FlagSpec[] = [
   { name: 'trusted-node-accounts', type: 'string', multiple: true, arg: 'NS/SA', default: [], help: 'node agents (e.g. istio-system/ztunnel) that may request certificates for pods on their own node (ImpersonatedIdentity; also read from CA_TRUSTED_NODE_ACCOUNTS); needs token authentication and pods get/list/watch' },
   { name: 'manual-rotation', type: 'boolean', default: false, help: 'do not rotate self-signed roots automatically (prepare/activate/retire only by "castellan ca")' },
   ...JWT_SERVER_FLAGS,
+  ...FEDERATION_FLAGS,
 ];
 
 function nsName(v: string, flag: string): { namespace: string; name: string } {
@@ -204,6 +208,7 @@ export function resolveServerConfig(v: FlagValues): ServerConfig {
     jwt: resolveJwtSvidConfig(v),
     trustedNodeAccounts: [],
     kubeconfig: s('kubeconfig'),
+    federation: resolveFederationConfig(v, trustDomain),
   };
   try {
     cfg.trustedNodeAccounts = parseTrustedNodeAccounts(list('trusted-node-accounts'));

@@ -21,13 +21,17 @@ async function answerCreate(deps: CaServiceDeps, call: grpc.ServerUnaryCall<Isti
   const req = call.request;
   const peer = call.getPeer();
   const started = process.hrtime.bigint();
+  // grpc-js emits 'cancelled' when the client cancels, its deadline passes or the connection drops.
+  const gone = new AbortController();
+  call.once('cancelled', () => gone.abort());
   let a: Answer;
   try {
-    const res = await createCertificate(deps, { ...callerCredentials(call), csr: req.csr, validityDurationSec: req.validityDuration, metadata: req.metadata, requestId, peer });
+    const res = await createCertificate(deps, { ...callerCredentials(call), csr: req.csr, validityDurationSec: req.validityDuration, metadata: req.metadata, requestId, peer, signal: gone.signal });
     a = { ok: true, res: create(IstioCertificateResponseSchema, { certChain: res.certChain }) };
   } catch (e) {
     const err = asCastellanError(e);
-    const level = err.kind === 'INTERNAL' ? 'error' : 'warn';
+    // A caller that went away hears nothing; the csr_sign_errors metric counts those.
+    const level = err.kind === 'INTERNAL' ? 'error' : err.kind === 'CANCELLED' ? 'debug' : 'warn';
     logger[level]({ event: 'ca.request_failed', requestId, peer, code: grpc.status[STATUS_OF[err.kind]], reason: err.code, err: level === 'error' ? e : undefined }, err.message);
     a = { ok: false, err };
   }

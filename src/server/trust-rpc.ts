@@ -15,8 +15,8 @@ import { callerCredentials, nextRequestId } from './call.ts';
 /** The open WatchBundle streams; the keyring fan-out calls each on every change. */
 export type BundleWatchers = Set<(v: KeyringView) => void>;
 
-/** More fields of every update (the JWT bundle, src/server/jwt-service.ts). */
-export type BundleExtra = () => Partial<Pick<BundleUpdate, 'jwtBundleJson' | 'taintedJwtKeys' | 'jwtMaxTtlSeconds'>>;
+/** More fields of every update (the JWT bundle, src/server/jwt-service.ts; the federated bundles, src/server/federation.ts). */
+export type BundleExtra = () => Partial<Pick<BundleUpdate, 'jwtBundleJson' | 'taintedJwtKeys' | 'jwtMaxTtlSeconds' | 'federatedBundles'>>;
 
 function watchBundle(deps: CaServiceDeps, watchers: BundleWatchers, call: grpc.ServerWritableStream<WatchBundleRequest, BundleUpdate>, extra?: BundleExtra): void {
   const creds = callerCredentials(call);

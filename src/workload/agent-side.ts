@@ -51,7 +51,8 @@ export async function startWorkloadApi(
   return {
     server,
     jwt,
-    onBundleUpdate: (u) => jwt.apply(u),
+    // The cache has applied (and validated) u.federatedBundles before this is called.
+    onBundleUpdate: (u) => jwt.apply(u, new Map([...deps.cache.federatedBundles].map(([td, b]) => [td, b.jwtBundleJson]))),
     close: () => server.close(),
   };
 }

@@ -5,11 +5,11 @@
  *   half of a token's lifetime has passed, or at once when its key is tainted;
  * - FetchJWTBundles: the CA's JWT bundle (JWK set, every key with `kid` and
  *   `use: jwt-svid`), pushed over TrustService.WatchBundle, keyed by the trust
- *   domain URI; a map, so federated bundles fit when there are some (there
- *   are none yet);
+ *   domain URI, with the JWT bundle of every federated trust domain;
  * - ValidateJWTSVID: JWT-SVID.md's rules. Compact JWS, header only `alg`
  *   (an allowed one), `kid` (required here: keys are chosen by it) and `typ`
- *   (JWT or JOSE); the bundle of the trust domain of `sub` (none: untrusted);
+ *   (JWT or JOSE); the bundle of the trust domain of `sub` (none: untrusted),
+ *   so a federated domain's keys verify only tokens of that trust domain;
  *   the signature with the key `kid` names; `exp` required and not past
  *   (30 s leeway), `aud` required and holding the audience, `sub` a SPIFFE ID.
  *
@@ -89,33 +89,29 @@ export class AgentJwt implements JwtSide {
     this.o = o;
   }
 
-  /** A bundle update from the CA: new JWK set and tainted keys. */
-  apply(u: JwtBundleUpdate): void {
-    const td = `spiffe://${this.o.trustDomain}`;
+  /**
+   * A bundle update from the CA: new JWK set and tainted keys (of our own
+   * trust domain), and `federated`: the JWT bundles of the federated trust
+   * domains (trust domain name → JWK set JSON, already validated by the
+   * agent's cache), the complete set. Each key set verifies only tokens
+   * whose `sub` is in its own trust domain.
+   */
+  apply(u: JwtBundleUpdate, federated: ReadonlyMap<string, string> = new Map()): void {
+    const own = `spiffe://${this.o.trustDomain}`;
     this.tainted = new Map(u.taintedJwtKeys.map((k) => [k.keyId, k.taintedAt]));
     this.maxTtlMs = u.jwtMaxTtlMs;
     // A cached token whose key is now tainted is not handed out again.
     for (const [k, c] of this.cache) if (this.tainted.has(c.keyId)) this.cache.delete(k);
-    const before = this.bundleMap.get(td);
-    if (u.jwtBundleJson === '') {
-      if (before === undefined) return;
-      this.bundleMap.delete(td);
-      this.jwks.delete(td);
-    } else {
-      let set: JSONWebKeySet;
-      try {
-        set = onlyJwtSvidKeys(JSON.parse(u.jwtBundleJson));
-      } catch (e) {
-        this.o.logger.error({ event: 'workload.jwt_bundle_rejected', err: (e as Error).message }, 'the CA sent a JWT bundle that cannot be used; keeping the previous one');
-        return;
-      }
-      const json = JSON.stringify(set);
-      if (json === before) return;
-      this.bundleMap.set(td, json);
-      // jose picks keys whose `use` is absent or "sig": the SPIFFE "jwt-svid" is dropped for it (already filtered on).
-      this.jwks.set(td, createLocalJWKSet({ keys: set.keys.map(({ use: _use, ...k }) => k) }));
+    const wanted = new Map<string, string>();
+    if (u.jwtBundleJson !== '') wanted.set(own, u.jwtBundleJson);
+    for (const [td, json] of federated) if (`spiffe://${td}` !== own && json !== '') wanted.set(`spiffe://${td}`, json);
+    const changed: string[] = [];
+    for (const key of new Set([...this.bundleMap.keys(), ...wanted.keys()])) {
+      if (this.setBundle(key, wanted.get(key))) changed.push(key);
     }
-    this.o.logger.info({ event: 'workload.jwt_bundle', keys: this.bundleMap.has(td) ? (JSON.parse(this.bundleMap.get(td)!) as JSONWebKeySet).keys.map((k) => k.kid) : [], tainted: [...this.tainted.keys()] }, 'JWT bundle changed');
+    if (changed.length === 0) return;
+    const ownKeys = this.bundleMap.has(own) ? (JSON.parse(this.bundleMap.get(own)!) as JSONWebKeySet).keys.map((k) => k.kid) : [];
+    this.o.logger.info({ event: 'workload.jwt_bundle', changed, keys: ownKeys, tainted: [...this.tainted.keys()] }, 'JWT bundle changed');
     for (const l of [...this.listeners]) {
       try {
         l();
@@ -123,6 +119,30 @@ export class AgentJwt implements JwtSide {
         this.o.logger.error({ event: 'workload.listener_failed', err: e }, 'JWT bundle listener failed');
       }
     }
+  }
+
+  /** Sets (or, with undefined, removes) the JWK set of trust domain `key`; true when that changed what is served. */
+  private setBundle(key: string, json: string | undefined): boolean {
+    const before = this.bundleMap.get(key);
+    if (json === undefined) {
+      if (before === undefined) return false;
+      this.bundleMap.delete(key);
+      this.jwks.delete(key);
+      return true;
+    }
+    let set: JSONWebKeySet;
+    try {
+      set = onlyJwtSvidKeys(JSON.parse(json));
+    } catch (e) {
+      this.o.logger.error({ event: 'workload.jwt_bundle_rejected', trustDomain: key, err: (e as Error).message }, 'a JWT bundle cannot be used; keeping the previous one');
+      return false;
+    }
+    const text = JSON.stringify(set);
+    if (text === before) return false;
+    this.bundleMap.set(key, text);
+    // jose picks keys whose `use` is absent or "sig": the SPIFFE "jwt-svid" is dropped for it (already filtered on).
+    this.jwks.set(key, createLocalJWKSet({ keys: set.keys.map(({ use: _use, ...k }) => k) }));
+    return true;
   }
 
   /** Whether the last bundle update named `kid` tainted. */
@@ -202,7 +222,8 @@ export class AgentJwt implements JwtSide {
     } catch (e) {
       throw mapJoseError(e);
     }
-    const taintedAt = this.tainted.get(header.kid);
+    // Taints are the CA's, for keys of our own trust domain; a foreign kid that happens to match means nothing.
+    const taintedAt = td === `spiffe://${this.o.trustDomain}` ? this.tainted.get(header.kid) : undefined;
     if (taintedAt !== undefined) {
       const iat = typeof payload.iat === 'number' ? payload.iat * 1000 : undefined;
       const life = iat === undefined ? Infinity : payload.exp! * 1000 - iat;

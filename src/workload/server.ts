@@ -39,6 +39,7 @@ import { serveOnUnixSocket } from '../sds/server.ts';
 import { parseCertificatesPem } from '../platform/pem.ts';
 import { parseSpiffeId } from '../spiffe/id.ts';
 import type { IssuedCertificate } from '../agent/cache.ts';
+import type { FederatedBundle } from '../agent/federation.ts';
 import type { WorkloadMetrics } from './metrics.ts';
 
 export const WORKLOAD_HEADER = 'workload.spiffe.io';
@@ -47,6 +48,8 @@ export const WORKLOAD_HEADER = 'workload.spiffe.io';
 export interface X509Side {
   readonly issued: IssuedCertificate | undefined;
   readonly bundlePem: string | undefined;
+  /** Validated bundles of the federated trust domains, by trust domain name (none when absent). */
+  readonly federatedBundles?: ReadonlyMap<string, Pick<FederatedBundle, 'x509Pem'>>;
   onChange(listener: (name: string) => void): () => void;
   whenReady(): Promise<void>;
 }
@@ -216,14 +219,27 @@ export async function startWorkloadServer(o: WorkloadServerOptions): Promise<Wor
       x509SvidKey: pemKeyToPkcs8Der(c.keyPem),
       bundle: pemToDerConcat(bundle, 'trust bundle'),
     });
-    // No federation yet: federated_bundles stays empty (every response is complete, so that is a statement).
-    return { key: `${c.serial}|${bundle}`, msg: create(X509SVIDResponseSchema, { svids: [svid] }) };
+    // Every response is complete: a trust domain missing from federated_bundles is no longer trusted.
+    const fed = federatedX509(trustDomainKey(c.spiffeId));
+    return { key: `${c.serial}|${bundle}|${fed.key}`, msg: create(X509SVIDResponseSchema, { svids: [svid], federatedBundles: fed.map }) };
   };
   const x509Bundles = (): { key: string; msg: ReturnType<typeof create<typeof X509BundlesResponseSchema>> } | undefined => {
     const c = x509.issued;
     const bundle = x509.bundlePem ?? c?.bundlePem;
     if (!c || !bundle) return undefined;
-    return { key: bundle, msg: create(X509BundlesResponseSchema, { bundles: { [trustDomainKey(c.spiffeId)]: pemToDerConcat(bundle, 'trust bundle') } }) };
+    const own = trustDomainKey(c.spiffeId);
+    const fed = federatedX509(own);
+    return { key: `${bundle}|${fed.key}`, msg: create(X509BundlesResponseSchema, { bundles: { ...fed.map, [own]: pemToDerConcat(bundle, 'trust bundle') } }) };
+  };
+  /** The federated X.509 bundles, keyed `spiffe://<td>` (never our own), DER concatenated. */
+  const federatedX509 = (ownKey: string): { key: string; map: Record<string, Uint8Array> } => {
+    const entries = [...(x509.federatedBundles ?? new Map<string, { x509Pem: string }>())]
+      .filter(([td, b]) => b.x509Pem !== '' && `spiffe://${td}` !== ownKey)
+      .sort(([a], [z]) => (a < z ? -1 : 1));
+    return {
+      key: entries.map(([td, b]) => `${td}=${b.x509Pem}`).join('|'),
+      map: Object.fromEntries(entries.map(([td, b]) => [`spiffe://${td}`, pemToDerConcat(b.x509Pem, `bundle of ${td}`)])),
+    };
   };
   const jwtBundles = (): { key: string; msg: ReturnType<typeof create<typeof JWTBundlesResponseSchema>> } | undefined => {
     const b = jwt!.bundles();

@@ -48,7 +48,8 @@ describe('secret cache', () => {
   for (const keyType of ['ec-p256', 'rsa-2048'] as const) {
     it(`ok/first issuance serves default and ROOTCA (${keyType}); ROOTCA announced first`, async () => {
       const { cache, changes, issued } = await setup({ keyType });
-      expect(changes).toEqual(['ROOTCA', 'default']);
+      // Every trust resource (ROOTCA, then the SPIFFE-validator forms) before the leaf.
+      expect(changes).toEqual(['ROOTCA', 'spiffe://cluster.local', 'ALL', 'default']);
       expect(cache.get('default')).toBeDefined();
       expect(cache.get('ROOTCA')).toBeDefined();
       expect(cache.status().ready).toBe(true);
@@ -160,7 +161,7 @@ describe('secret cache', () => {
     await ca.rotate();
     changes.length = 0;
     await cache.reissueNow('test');
-    expect(changes).toEqual(['ROOTCA', 'default']);
+    expect(changes).toEqual(['ROOTCA', 'spiffe://cluster.local', 'ALL', 'default']);
     expect(issued[1]!.bundleChanged).toBe(true);
   });
 

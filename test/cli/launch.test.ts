@@ -14,17 +14,20 @@ const ROOT = new URL('../..', import.meta.url).pathname;
 const NODE = join(ROOT, 'node_modules/.bin/node');
 
 describe('per-role node flags', () => {
-  it('the agent and the server get small semi-spaces; the other commands keep Node\'s defaults', () => {
-    expect(missingNodeFlags('agent', [])).toEqual(['--max-semi-space-size=1']);
+  it('the agent gets small semi-spaces and the interpreter only, the server small semi-spaces; the other commands keep Node\'s defaults', () => {
+    expect(missingNodeFlags('agent', [])).toEqual(['--max-semi-space-size=1', '--no-opt', '--no-maglev', '--no-sparkplug']);
     expect(missingNodeFlags('server', [])).toEqual(['--max-semi-space-size=4']);
     expect(missingNodeFlags('server', [], '--max-semi-space-size=16')).toEqual([]);
     for (const cmd of ['dev', 'authz', 'ca', 'nope']) expect(missingNodeFlags(cmd, [])).toEqual([]);
   });
 
   it('a flag the operator set, on the command line or in NODE_OPTIONS, in either spelling, is not overridden', () => {
-    expect(missingNodeFlags('agent', ['--max-semi-space-size=8'])).toEqual([]);
-    expect(missingNodeFlags('agent', ['--max_semi_space_size=8'])).toEqual([]);
-    expect(missingNodeFlags('agent', [], '--trace-gc --max-semi-space-size=4')).toEqual([]);
+    expect(missingNodeFlags('agent', ['--max-semi-space-size=8'])).toEqual(['--no-opt', '--no-maglev', '--no-sparkplug']);
+    expect(missingNodeFlags('agent', ['--max_semi_space_size=8'])).toEqual(['--no-opt', '--no-maglev', '--no-sparkplug']);
+    expect(missingNodeFlags('agent', [], '--trace-gc --max-semi-space-size=4')).toEqual(['--no-opt', '--no-maglev', '--no-sparkplug']);
+    // --opt and --maglev turn the compilers back on: the operator's spelling of the same flag wins.
+    expect(missingNodeFlags('agent', ['--opt', '--max-semi-space-size=8', '--sparkplug'], '--maglev')).toEqual([]);
+    expect(missingNodeFlags('agent', ['--no-opt'])).toEqual(['--max-semi-space-size=1', '--no-maglev', '--no-sparkplug']);
     expect(missingNodeFlags('agent', ['--trace-gc'], '--max-old-space-size=64')).toEqual(ROLE_NODE_FLAGS.agent);
   });
 
@@ -52,7 +55,7 @@ describe('per-role node flags', () => {
       clearInterval(poll);
       expect(stderr).toMatch(/cannot read the CA root certificate/);
       expect(code).toBe(1);
-      expect(cmdline.split('\0')).toContain('--max-semi-space-size=1');
+      expect(cmdline.split('\0')).toEqual(expect.arrayContaining(['--max-semi-space-size=1', '--no-opt', '--no-maglev', '--no-sparkplug']));
     } finally {
       tmp.cleanup();
     }

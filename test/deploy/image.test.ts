@@ -371,6 +371,8 @@ describeWith([root, peers.buildah, debootstrap, peers.pythonGrpc, peers.pyjwt, p
     );
     agent = watch(agentProc);
     await agent.waitFor('agent.started');
+    // Re-executed in place with the agent role's V8 flags (src/cli/launch.ts): the image's node, interpreter only.
+    expect(readFileSync(`/proc/${agentProc.pid}/cmdline`, 'utf8').split('\0').slice(0, 7)).toEqual(['/nodejs/bin/node', '--max-semi-space-size=1', '--no-opt', '--no-maglev', '--no-sparkplug', '/app/dist/cli/main.js', 'agent']);
     const sock = join(shared(), 'socket');
     expect(lstatSync(sock).isSocket()).toBe(true);
     expect(lstatSync(sock).uid).toBe(65532);

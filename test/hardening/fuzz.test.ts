@@ -415,13 +415,13 @@ describe('SPIFFE ID parser (C6)', () => {
 });
 
 // ---------------------------------------------------------------------------
-// SDS resource names (S2): only `default` and `ROOTCA`, anything else refused
+// SDS resource names (S2): only `default`, `ROOTCA`, `ALL` and the trust domains served now, anything else refused
 // ---------------------------------------------------------------------------
 
 describe('SDS resource names are allow-listed (S2)', () => {
-  const ALLOWED = new Set(['default', 'ROOTCA']);
+  const ALLOWED = new Set(['default', 'ROOTCA', 'ALL', 'spiffe://cluster.local', 'spiffe://other.example']);
   const name = fc.oneof(
-    fc.constantFrom('default', 'ROOTCA', 'Default', 'DEFAULT', 'rootca', 'ROOTCA ', ' default', 'default\u0000', '*', '', 'file-root:/etc/ssl/ca.pem', 'file-cert:/etc/passwd~/etc/shadow', 'kubernetes://secret', 'default/ROOTCA', 'ＲＯＯＴＣＡ'),
+    fc.constantFrom('default', 'ROOTCA', 'ALL', 'all', 'spiffe://cluster.local', 'spiffe://other.example', 'spiffe://third.example', 'spiffe://cluster.local/ns/a/sa/b', 'spiffe://other.example/', 'SPIFFE://cluster.local', 'Default', 'DEFAULT', 'rootca', 'ROOTCA ', ' default', 'default\u0000', '*', '', 'file-root:/etc/ssl/ca.pem', 'file-cert:/etc/passwd~/etc/shadow', 'kubernetes://secret', 'default/ROOTCA', 'ＲＯＯＴＣＡ'),
     fc.string({ maxLength: 80 }),
     fc.string({ unit: 'binary', maxLength: 300 }),
   );
@@ -448,6 +448,10 @@ describe('SDS resource names are allow-listed (S2)', () => {
   const store = new FakeStore();
   store.setDefault('a');
   store.setRoot('r');
+  store.dynamic = ['spiffe://cluster.local', 'spiffe://other.example'];
+  store.setTrust('ALL', [['cluster.local', 'ROOT r\n'], ['other.example', 'OTHER\n']]);
+  store.setTrust('spiffe://cluster.local', [['cluster.local', 'ROOT r\n']]);
+  store.setTrust('spiffe://other.example', [['other.example', 'OTHER\n']]);
 
   it('StreamSecrets (state of the world): first and later requests', () => {
     check(fc.property(fc.array(name, { maxLength: 4 }), fc.array(name, { maxLength: 4 }), (first, later) => {

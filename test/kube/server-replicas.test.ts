@@ -76,4 +76,15 @@ describe('CA replicas on the Kubernetes keystore (HTTP double of the Kubernetes 
     env.api.createNamespace('payments', { mesh: 'on' });
     await until(() => bundleIn('payments') === a.trustBundlePem);
   });
+
+  it('ok/a foreign bundle set through one replica is stored in the Secret and reaches the other (issue 17)', async () => {
+    const [a, b] = servers as [CaServerHandle, CaServerHandle];
+    const foreignPem = (await import('../../src/ca/authority.ts')).createSelfSignedRoot({ trustDomain: 'other.example', keyType: 'ec-p256', ttlMs: 86_400_000, now: Date.now() });
+    await b.federation.setManual('other.example', (await foreignPem).certPem, '');
+    await until(() => a.federation.find('other.example'));
+    expect(a.federation.find('other.example')!.bundle.x509Authorities).toHaveLength(1);
+    const secret = env.api.get('secrets', 'castellan-system', 'castellan-ca')!;
+    const doc = parseKeyringDoc(unb64((secret.data as Record<string, string>)['keyring.json']!), 'secret');
+    expect(doc.federatedBundles?.map((r) => [r.trustDomain, r.source])).toEqual([['other.example', 'manual']]);
+  });
 });

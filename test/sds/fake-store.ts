@@ -1,6 +1,6 @@
 /** A hand-written SecretStore for SDS tests: set/remove secrets and watch listeners. */
 import type { SecretSnapshot, SecretStore } from '../../src/sds/resources.ts';
-import { tlsCertificateSnapshot, validationContextSnapshot } from '../../src/sds/resources.ts';
+import { spiffeValidatorSnapshot, tlsCertificateSnapshot, validationContextSnapshot } from '../../src/sds/resources.ts';
 
 export class FakeStore implements SecretStore {
   private snaps = new Map<string, SecretSnapshot>();
@@ -21,6 +21,18 @@ export class FakeStore implements SecretStore {
   }
   setRoot(tag: string): SecretSnapshot {
     const s = validationContextSnapshot(`ROOT ${tag}\n`);
+    this.snaps.set(s.name, s);
+    for (const l of [...this.listeners]) l(s.name);
+    return s;
+  }
+  /** Trust-domain names (`spiffe://<td>`) served, as the agent's cache reports them. */
+  dynamic: string[] = [];
+  dynamicNames(): readonly string[] {
+    return this.dynamic;
+  }
+  /** Serves `name` (`ALL` or `spiffe://<td>`) as a SPIFFE validator over `domains`. */
+  setTrust(name: string, domains: [string, string][]): SecretSnapshot {
+    const s = spiffeValidatorSnapshot(name, domains);
     this.snaps.set(s.name, s);
     for (const l of [...this.listeners]) l(s.name);
     return s;

@@ -26,8 +26,8 @@ export function protoClosure(start: string[]): string[] {
   return [...seen].sort();
 }
 
-/** Generates the stubs into `outDir` (must exist). Throws if grpc_tools is missing: CI installs it. */
-export function generateSdsStubs(outDir: string): void {
-  const files = protoClosure(['envoy/service/secret/v3/sds.proto', 'envoy/extensions/transport_sockets/tls/v3/secret.proto']);
+/** Generates the stubs into `outDir` (must exist), with `extra` protos (and their imports). Throws if grpc_tools is missing: CI installs it. */
+export function generateSdsStubs(outDir: string, extra: readonly string[] = []): void {
+  const files = protoClosure(['envoy/service/secret/v3/sds.proto', 'envoy/extensions/transport_sockets/tls/v3/secret.proto', ...extra]);
   execFileSync(PYTHON, ['-m', 'grpc_tools.protoc', ...ROOTS.map((r) => `-I${r}`), `--python_out=${outDir}`, `--grpc_python_out=${outDir}`, ...files], { stdio: 'pipe' });
 }

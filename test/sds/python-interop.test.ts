@@ -70,7 +70,7 @@ describeWith([peers.pythonGrpc], 'Python grpcio peer', () => {
       expect(steps.pushed).toMatchObject({ version_changed: true, chain_changed: true });
       expect(steps.fetch).toMatchObject({ names: ['ROOTCA', 'default'], type_url: 'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret' });
       expect(steps.fetch_unknown).toMatchObject({ code: 'NOT_FOUND' });
-      expect(String(steps.fetch_unknown!.details)).toMatch(/only "default" and "ROOTCA"/);
+      expect(String(steps.fetch_unknown!.details)).toMatch(/only "default", "ROOTCA", "ALL" and "spiffe:\/\/<trust domain>"/);
       expect(steps.fetch_no_node).toMatchObject({ code: 'INVALID_ARGUMENT' });
       expect(steps.delta).toMatchObject({ names: ['ROOTCA', 'default'], versions_nonempty: true, system_version: true });
       expect(steps.delta_ack).toMatchObject({ extra: false });

@@ -95,7 +95,7 @@ describe('SDS over gRPC', () => {
     d.write(create(DeltaDiscoveryRequestSchema, { node: { id: 'n' }, typeUrl: SECRET_TYPE_URL, resourceNamesSubscribe: ['ROOTCA'] }));
     expect((await first).resources.map((r) => r.name)).toEqual(['ROOTCA']);
     const err = new Promise<grpc.ServiceError>((res) => d.once('error', res));
-    d.write(create(DeltaDiscoveryRequestSchema, { typeUrl: SECRET_TYPE_URL, resourceNamesSubscribe: ['ALL'] }));
+    d.write(create(DeltaDiscoveryRequestSchema, { typeUrl: SECRET_TYPE_URL, resourceNamesSubscribe: ['spiffe://other.example'] }));
     expect((await err).code).toBe(grpc.status.NOT_FOUND);
   });
 });

@@ -126,6 +126,6 @@ describe('SDS state of the world', () => {
     store.setRoot('r');
     const res = fetchSecrets(store, r);
     expect(names(res)).toEqual(['ROOTCA']);
-    expect(() => fetchSecrets(store, req({ node: { id: 'x' }, resourceNames: ['ALL'] }))).toThrow(expect.objectContaining({ code: 'sds.unknown_resource' }));
+    expect(() => fetchSecrets(store, req({ node: { id: 'x' }, resourceNames: ['spiffe://other.example'] }))).toThrow(expect.objectContaining({ code: 'sds.unknown_resource' }));
   });
 });

@@ -91,4 +91,33 @@ describe('server configuration: defaults < file < env < flags', () => {
     expect(() => parseDuration('1h x')).toThrow();
     expect(() => parseDuration('')).toThrow();
   });
+
+  it('ok/federation: --federate-with and the config file\'s federation: list (YAML), one list; bad entries name their index', () => {
+    const file = join(tmp.path, 'fed.yaml');
+    writeFileSync(
+      file,
+      [
+        'trustDomain: a.example',
+        'bundleEndpointListen: 0.0.0.0:8443',
+        'federation:',
+        '  - trustDomain: b.example',
+        '    bundleEndpointUrl: https://b.example:8443/',
+        '    bootstrapBundle: /etc/b.json',
+        '  - trustDomain: web.example',
+        '    bundleEndpointUrl: https://bundle.web.example/',
+        '    profile: https_web',
+        '',
+      ].join('\n'),
+    );
+    const f = cfg(['--config', file, '--federate-with', 'c.example=https://c.example/bundle']).federation;
+    expect(f.endpoint).toEqual({ listen: '0.0.0.0:8443', profile: 'https_spiffe', certFile: undefined, keyFile: undefined });
+    expect(f.peers.map((p) => [p.trustDomain, p.profile, p.endpointSpiffeId, p.bootstrapBundle])).toEqual([
+      ['c.example', 'https_spiffe', 'spiffe://c.example/castellan/bundle-endpoint', undefined],
+      ['b.example', 'https_spiffe', 'spiffe://b.example/castellan/bundle-endpoint', '/etc/b.json'],
+      ['web.example', 'https_web', undefined, undefined],
+    ]);
+    writeFileSync(file, 'trustDomain: a.example\nfederation:\n  - trustDomain: b.example\n    bundleEndpointUrl: https://b/\n    colour: blue\n');
+    expect(() => cfg(['--config', file])).toThrow(/federation: 0: Unrecognized key: "colour"/);
+  });
 });
+

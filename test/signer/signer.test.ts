@@ -73,6 +73,32 @@ for (const workers of [0, 2]) {
       expect(s.stats()).toMatchObject({ queued: 0, inFlight: 0, issued: out.filter((o) => o.ok).length, batches: reports.length });
     });
 
+    it('ok/a-request-whose-caller-went-away-is-dropped-unsigned', async () => {
+      const reports: BatchReport[] = [];
+      // Batches larger than the queue: nothing is cut before the end of this turn.
+      const s = signer({ workers, maxBatchSize: 64, maxBatchWaitMs: 0 }, reports);
+      s.setIssuer(cas[0]!.material);
+      const gone = Array.from({ length: 40 }, (_, i) => (i % 2 ? new AbortController() : undefined));
+      const pending = gone.map((g, i) => s.issue({ csrPem: csrs[(i % 15) * 2]!, spiffeId: ID, ttlMs: HOUR, signal: g?.signal }));
+      // The callers go away while their requests wait in the queue (before the end of this turn).
+      for (const g of gone) g?.abort();
+      const out = await settleAll(pending);
+      out.forEach((o, i) => {
+        if (i % 2) expect(o.ok ? 'signed' : `${o.error.kind} ${o.error.code}`).toBe('CANCELLED signer.abandoned');
+        else expect(o.ok && signedBy(o.value)).toBe(true);
+      });
+      // Only the 20 live requests reached a batch and were signed.
+      expect(reports.reduce((n, b) => n + b.size, 0)).toBe(20);
+      expect(s.stats()).toMatchObject({ queued: 0, inFlight: 0, issued: 20, abandoned: 20 });
+      // A queue of nothing but abandoned requests cuts no batch and drains.
+      const all = Array.from({ length: 5 }, () => new AbortController());
+      const p2 = all.map((g) => s.issue({ csrPem: csrs[0]!, spiffeId: ID, ttlMs: HOUR, signal: g.signal }));
+      for (const g of all) g.abort();
+      expect((await settleAll(p2)).every((o) => !o.ok && o.error.code === 'signer.abandoned')).toBe(true);
+      expect(reports.reduce((n, b) => n + b.size, 0)).toBe(20);
+      expect(s.stats()).toMatchObject({ queued: 0, inFlight: 0, abandoned: 25 });
+    });
+
     it('ok/a-rotation-never-splits-a-batch', async () => {
       const reports: BatchReport[] = [];
       const s = signer({ workers, maxBatchSize: 8, maxBatchWaitMs: 60_000 }, reports);

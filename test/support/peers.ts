@@ -52,6 +52,8 @@ export const peers = {
     "pip install 'cryptography>=42'",
     () => runs('python3', ['-c', 'import cryptography, sys; sys.exit(0 if int(cryptography.__version__.split(".")[0]) >= 42 else 1)']),
   ),
+  /** /usr/bin/python3's own cryptography (Debian's python3-cryptography), for scripts run with it */
+  systemPyCryptography: peer('python3-cryptography', apt('python3-cryptography'), () => runs('/usr/bin/python3', ['-c', 'import cryptography.x509'])),
   chromium: peer('chromium', apt('chromium'), () => existsSync('/usr/bin/chromium') || runs('chromium', ['--version'])),
   promtool: peer('promtool', apt('prometheus'), () => runs('promtool', ['--version'])),
   buildah: peer('buildah', apt('buildah', 'debootstrap'), () => runs('buildah', ['--version'])),

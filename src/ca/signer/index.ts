@@ -66,6 +66,8 @@ export interface BatchReport {
 
 interface Pending {
   req: IssueRequest;
+  /** aborted when the caller has gone away: the request is dropped when its batch is cut */
+  signal: AbortSignal | undefined;
   resolve: (r: IssueResult) => void;
   reject: (e: CastellanError) => void;
 }
@@ -100,6 +102,8 @@ export class BatchSigner {
   private batchSeq = 0;
   private issued = 0;
   private respawns = 0;
+  /** queued requests dropped unsigned because their caller went away */
+  private abandoned = 0;
   private closed = false;
   private readonly clock: Clock;
   /** arms the batch-wait window (maxBatchWaitMs > 0) */
@@ -173,7 +177,7 @@ export class BatchSigner {
    * 'signer.queue_full', UNAVAILABLE 'signer.no_issuer' | 'signer.closed' |
    * 'signer.worker_failed'). `now` defaults to the time of this call.
    */
-  issue(req: Omit<IssueRequest, 'now'> & { now?: number }): Promise<IssueResult> {
+  issue(req: Omit<IssueRequest, 'now'> & { now?: number; signal?: AbortSignal }): Promise<IssueResult> {
     if (this.closed) return Promise.reject(new CastellanError('UNAVAILABLE', 'signer.closed', 'the CA is shutting down'));
     if (!this.issuer) return Promise.reject(new CastellanError('UNAVAILABLE', 'signer.no_issuer', 'the CA has no signing authority yet'));
     if (this.queue.length + this.inFlightCount >= this.opts.maxQueue) {
@@ -181,7 +185,7 @@ export class BatchSigner {
     }
     return new Promise((resolve, reject) => {
       const full: IssueRequest = { csrPem: req.csrPem, spiffeId: req.spiffeId, ttlMs: req.ttlMs, now: req.now ?? this.clock.now() };
-      this.queue.push({ req: full, resolve, reject });
+      this.queue.push({ req: full, signal: req.signal, resolve, reject });
       if (this.ripe || this.queue.length >= this.opts.maxBatchSize) this.cut();
       else if (!this.timer) {
         // 0 ms: ripe at the end of this event-loop turn, so requests decoded from the
@@ -215,7 +219,10 @@ export class BatchSigner {
     const live = this.slots.filter((s) => !s.dead);
     if (live.length === 0) {
       // In-thread mode: every batch is cut now and signed one per event-loop turn.
-      while (this.queue.length > 0) this.dispatch(this.batchOf(this.opts.maxBatchSize, issuer), issuer, undefined);
+      while (this.queue.length > 0) {
+        const batch = this.batchOf(this.opts.maxBatchSize, issuer);
+        if (batch) this.dispatch(batch, issuer, undefined);
+      }
       this.ripe = false;
       return;
     }
@@ -224,15 +231,31 @@ export class BatchSigner {
       // Spread what is queued evenly over the free workers, at most maxBatchSize each.
       const size = Math.min(this.opts.maxBatchSize, Math.ceil(this.queue.length / free.length));
       for (const slot of free) {
-        if (this.queue.length === 0) break;
-        this.dispatch(this.batchOf(size, issuer), issuer, slot);
+        const batch = this.batchOf(size, issuer);
+        if (!batch) break;
+        this.dispatch(batch, issuer, slot);
       }
     }
     this.ripe = this.queue.length > 0;
   }
 
-  private batchOf(size: number, issuer: IssuerMaterial): Batch {
-    return { seq: ++this.batchSeq, issuerId: issuer.id, items: this.queue.splice(0, size), cutAt: this.clock.now() };
+  /**
+   * The next `size` queued requests whose callers are still there, or undefined
+   * when the queue holds none. A request whose caller went away while it waited
+   * is rejected CANCELLED here, unsigned: after a burst whose clients gave up,
+   * the backlog costs nothing to drain.
+   */
+  private batchOf(size: number, issuer: IssuerMaterial): Batch | undefined {
+    const items: Pending[] = [];
+    while (items.length < size && this.queue.length > 0) {
+      for (const p of this.queue.splice(0, size - items.length)) {
+        if (p.signal?.aborted) {
+          this.abandoned++;
+          p.reject(new CastellanError('CANCELLED', 'signer.abandoned', 'the caller went away before its certificate was signed'));
+        } else items.push(p);
+      }
+    }
+    return items.length === 0 ? undefined : { seq: ++this.batchSeq, issuerId: issuer.id, items, cutAt: this.clock.now() };
   }
 
   private dispatch(batch: Batch, issuer: IssuerMaterial, slot: WorkerSlot | undefined): void {
@@ -272,8 +295,8 @@ export class BatchSigner {
     if (this.onDrained && this.queue.length + this.inFlightCount === 0) this.onDrained();
   }
 
-  stats(): { queued: number; inFlight: number; batches: number; issued: number } {
-    return { queued: this.queue.length, inFlight: this.inFlightCount, batches: this.batchSeq, issued: this.issued };
+  stats(): { queued: number; inFlight: number; batches: number; issued: number; abandoned: number } {
+    return { queued: this.queue.length, inFlight: this.inFlightCount, batches: this.batchSeq, issued: this.issued, abandoned: this.abandoned };
   }
 
   /**

@@ -15,6 +15,202 @@ import type { Message } from "@bufbuild/protobuf";
 export declare const file_castellan_v1_admin: GenFile;
 
 /**
+ * @generated from message castellan.v1.ShowBundleRequest
+ */
+export declare type ShowBundleRequest = Message<"castellan.v1.ShowBundleRequest"> & {
+  /**
+   * "spiffe" (default): the SPIFFE bundle document; "pem": the X.509 authorities.
+   *
+   * @generated from field: string format = 1;
+   */
+  format: string;
+};
+
+/**
+ * Describes the message castellan.v1.ShowBundleRequest.
+ * Use `create(ShowBundleRequestSchema)` to create a new message.
+ */
+export declare const ShowBundleRequestSchema: GenMessage<ShowBundleRequest>;
+
+/**
+ * @generated from message castellan.v1.ShowBundleResponse
+ */
+export declare type ShowBundleResponse = Message<"castellan.v1.ShowBundleResponse"> & {
+  /**
+   * @generated from field: string trust_domain = 1;
+   */
+  trustDomain: string;
+
+  /**
+   * @generated from field: string text = 2;
+   */
+  text: string;
+
+  /**
+   * @generated from field: uint64 sequence = 3;
+   */
+  sequence: bigint;
+};
+
+/**
+ * Describes the message castellan.v1.ShowBundleResponse.
+ * Use `create(ShowBundleResponseSchema)` to create a new message.
+ */
+export declare const ShowBundleResponseSchema: GenMessage<ShowBundleResponse>;
+
+/**
+ * @generated from message castellan.v1.SetBundleRequest
+ */
+export declare type SetBundleRequest = Message<"castellan.v1.SetBundleRequest"> & {
+  /**
+   * @generated from field: string trust_domain = 1;
+   */
+  trustDomain: string;
+
+  /**
+   * The file's text.
+   *
+   * @generated from field: string text = 2;
+   */
+  text: string;
+
+  /**
+   * "spiffe", "pem", or empty: PEM when the text starts with a PEM block.
+   *
+   * @generated from field: string format = 3;
+   */
+  format: string;
+};
+
+/**
+ * Describes the message castellan.v1.SetBundleRequest.
+ * Use `create(SetBundleRequestSchema)` to create a new message.
+ */
+export declare const SetBundleRequestSchema: GenMessage<SetBundleRequest>;
+
+/**
+ * @generated from message castellan.v1.FederatedBundleInfo
+ */
+export declare type FederatedBundleInfo = Message<"castellan.v1.FederatedBundleInfo"> & {
+  /**
+   * @generated from field: string trust_domain = 1;
+   */
+  trustDomain: string;
+
+  /**
+   * "manual" (castellan bundle set, a bootstrap file) or "endpoint".
+   *
+   * @generated from field: string source = 2;
+   */
+  source: string;
+
+  /**
+   * The bundle endpoint it came from (source "endpoint"), or the configured one.
+   *
+   * @generated from field: string endpoint_url = 3;
+   */
+  endpointUrl: string;
+
+  /**
+   * @generated from field: uint64 sequence = 4;
+   */
+  sequence: bigint;
+
+  /**
+   * RFC 3339: when the stored bundle last changed.
+   *
+   * @generated from field: string updated_at = 5;
+   */
+  updatedAt: string;
+
+  /**
+   * RFC 3339: last successful fetch by this replica; empty when none.
+   *
+   * @generated from field: string last_refresh = 6;
+   */
+  lastRefresh: string;
+
+  /**
+   * @generated from field: uint32 x509_authorities = 7;
+   */
+  x509Authorities: number;
+
+  /**
+   * @generated from field: uint32 jwt_authorities = 8;
+   */
+  jwtAuthorities: number;
+
+  /**
+   * Why the last fetch by this replica failed; empty when it did not.
+   *
+   * @generated from field: string last_error = 9;
+   */
+  lastError: string;
+};
+
+/**
+ * Describes the message castellan.v1.FederatedBundleInfo.
+ * Use `create(FederatedBundleInfoSchema)` to create a new message.
+ */
+export declare const FederatedBundleInfoSchema: GenMessage<FederatedBundleInfo>;
+
+/**
+ * @generated from message castellan.v1.DeleteBundleRequest
+ */
+export declare type DeleteBundleRequest = Message<"castellan.v1.DeleteBundleRequest"> & {
+  /**
+   * @generated from field: string trust_domain = 1;
+   */
+  trustDomain: string;
+};
+
+/**
+ * Describes the message castellan.v1.DeleteBundleRequest.
+ * Use `create(DeleteBundleRequestSchema)` to create a new message.
+ */
+export declare const DeleteBundleRequestSchema: GenMessage<DeleteBundleRequest>;
+
+/**
+ * @generated from message castellan.v1.DeleteBundleResponse
+ */
+export declare type DeleteBundleResponse = Message<"castellan.v1.DeleteBundleResponse"> & {
+};
+
+/**
+ * Describes the message castellan.v1.DeleteBundleResponse.
+ * Use `create(DeleteBundleResponseSchema)` to create a new message.
+ */
+export declare const DeleteBundleResponseSchema: GenMessage<DeleteBundleResponse>;
+
+/**
+ * @generated from message castellan.v1.ListBundlesRequest
+ */
+export declare type ListBundlesRequest = Message<"castellan.v1.ListBundlesRequest"> & {
+};
+
+/**
+ * Describes the message castellan.v1.ListBundlesRequest.
+ * Use `create(ListBundlesRequestSchema)` to create a new message.
+ */
+export declare const ListBundlesRequestSchema: GenMessage<ListBundlesRequest>;
+
+/**
+ * @generated from message castellan.v1.ListBundlesResponse
+ */
+export declare type ListBundlesResponse = Message<"castellan.v1.ListBundlesResponse"> & {
+  /**
+   * @generated from field: repeated castellan.v1.FederatedBundleInfo bundles = 1;
+   */
+  bundles: FederatedBundleInfo[];
+};
+
+/**
+ * Describes the message castellan.v1.ListBundlesResponse.
+ * Use `create(ListBundlesResponseSchema)` to create a new message.
+ */
+export declare const ListBundlesResponseSchema: GenMessage<ListBundlesResponse>;
+
+/**
  * @generated from message castellan.v1.StatusRequest
  */
 export declare type StatusRequest = Message<"castellan.v1.StatusRequest"> & {
@@ -377,6 +573,48 @@ export declare const AdminService: GenService<{
     methodKind: "unary";
     input: typeof TransitionRequestSchema;
     output: typeof TransitionResponseSchema;
+  },
+  /**
+   * Federation (docs/federation.md). This trust domain's bundle, as the
+   * bundle endpoint serves it.
+   *
+   * @generated from rpc castellan.v1.AdminService.ShowBundle
+   */
+  showBundle: {
+    methodKind: "unary";
+    input: typeof ShowBundleRequestSchema;
+    output: typeof ShowBundleResponseSchema;
+  },
+  /**
+   * Stores a foreign trust domain's bundle by hand (replacing the stored one);
+   * refused for this trust domain and for a document that does not validate.
+   *
+   * @generated from rpc castellan.v1.AdminService.SetBundle
+   */
+  setBundle: {
+    methodKind: "unary";
+    input: typeof SetBundleRequestSchema;
+    output: typeof FederatedBundleInfoSchema;
+  },
+  /**
+   * Forgets a foreign trust domain's bundle (agents stop trusting it).
+   *
+   * @generated from rpc castellan.v1.AdminService.DeleteBundle
+   */
+  deleteBundle: {
+    methodKind: "unary";
+    input: typeof DeleteBundleRequestSchema;
+    output: typeof DeleteBundleResponseSchema;
+  },
+  /**
+   * Every stored foreign bundle.
+   *
+   * @generated from rpc castellan.v1.AdminService.ListBundles
+   */
+  listBundles: {
+    methodKind: "unary";
+    input: typeof ListBundlesRequestSchema;
+    output: typeof ListBundlesResponseSchema;
   },
 }>;
 

@@ -12,56 +12,112 @@ import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2
  * Describes the file castellan/v1/admin.proto.
  */
 export const file_castellan_v1_admin = /*@__PURE__*/
-  fileDesc("ChhjYXN0ZWxsYW4vdjEvYWRtaW4ucHJvdG8SDGNhc3RlbGxhbi52MSIPCg1TdGF0dXNSZXF1ZXN0IsUCCglBdXRob3JpdHkSCgoCaWQYASABKAkSDQoFc3RhdGUYAiABKAkSDgoGc291cmNlGAMgASgJEhAKCGtleV90eXBlGAQgASgJEg8KB3N1YmplY3QYBSABKAkSEgoKbm90X2JlZm9yZRgGIAEoCRIRCglub3RfYWZ0ZXIYByABKAkSEwoLbGl2ZV9sZWF2ZXMYCCABKAQSDgoGaXNzdWVkGAkgASgEEhsKE2xhc3RfbGVhZl9ub3RfYWZ0ZXIYCiABKAkSFgoOcmV0aXJlX3NhZmVfYXQYCyABKAkSEwoLcHJlcGFyZWRfYXQYDCABKAkSFAoMYWN0aXZhdGVkX2F0GA0gASgJEhYKDmRlYWN0aXZhdGVkX2F0GA4gASgJEhIKCnRhaW50ZWRfYXQYDyABKAkSEgoKcmV0aXJlZF9hdBgQIAEoCSLMAgoOU3RhdHVzUmVzcG9uc2USFAoMdHJ1c3RfZG9tYWluGAEgASgJEhIKCmdlbmVyYXRpb24YAiABKAQSDgoGbGVhZGVyGAMgASgIEhAKCGtleXN0b3JlGAQgASgJEhsKE3Byb3BhZ2F0aW9uX3NlY29uZHMYBSABKAMSLAoLYXV0aG9yaXRpZXMYBiADKAsyFy5jYXN0ZWxsYW4udjEuQXV0aG9yaXR5EhUKDWF1dG9fcm90YXRpb24YByABKAgSGAoQdHJ1c3RfYnVuZGxlX3BlbRgIIAMoCRIRCgluZXh0X3N0ZXAYCSABKAkSHgoWbmV4dF9zdGVwX2F1dGhvcml0eV9pZBgKIAEoCRIUCgxuZXh0X3N0ZXBfYXQYCyABKAkSKQoIand0X2tleXMYDCADKAsyFy5jYXN0ZWxsYW4udjEuQXV0aG9yaXR5Ih4KDlByZXBhcmVSZXF1ZXN0EgwKBGtpbmQYASABKAkiZwoNSW1wb3J0UmVxdWVzdBITCgtjYV9jZXJ0X3BlbRgBIAEoCRISCgpjYV9rZXlfcGVtGAIgASgJEhUKDXJvb3RfY2VydF9wZW0YAyABKAkSFgoOY2VydF9jaGFpbl9wZW0YBCABKAkiRgoRVHJhbnNpdGlvblJlcXVlc3QSFAoMYXV0aG9yaXR5X2lkGAEgASgJEg0KBWZvcmNlGAIgASgIEgwKBGtpbmQYAyABKAkiVQoSVHJhbnNpdGlvblJlc3BvbnNlEioKCWF1dGhvcml0eRgBIAEoCzIXLmNhc3RlbGxhbi52MS5BdXRob3JpdHkSEwoLZm9yY2VkX3Jpc2sYAiABKAkyzwMKDEFkbWluU2VydmljZRJDCgZTdGF0dXMSGy5jYXN0ZWxsYW4udjEuU3RhdHVzUmVxdWVzdBocLmNhc3RlbGxhbi52MS5TdGF0dXNSZXNwb25zZRJJCgdQcmVwYXJlEhwuY2FzdGVsbGFuLnYxLlByZXBhcmVSZXF1ZXN0GiAuY2FzdGVsbGFuLnYxLlRyYW5zaXRpb25SZXNwb25zZRJHCgZJbXBvcnQSGy5jYXN0ZWxsYW4udjEuSW1wb3J0UmVxdWVzdBogLmNhc3RlbGxhbi52MS5UcmFuc2l0aW9uUmVzcG9uc2USTQoIQWN0aXZhdGUSHy5jYXN0ZWxsYW4udjEuVHJhbnNpdGlvblJlcXVlc3QaIC5jYXN0ZWxsYW4udjEuVHJhbnNpdGlvblJlc3BvbnNlEkoKBVRhaW50Eh8uY2FzdGVsbGFuLnYxLlRyYW5zaXRpb25SZXF1ZXN0GiAuY2FzdGVsbGFuLnYxLlRyYW5zaXRpb25SZXNwb25zZRJLCgZSZXRpcmUSHy5jYXN0ZWxsYW4udjEuVHJhbnNpdGlvblJlcXVlc3QaIC5jYXN0ZWxsYW4udjEuVHJhbnNpdGlvblJlc3BvbnNlYgZwcm90bzM");
+  fileDesc("ChhjYXN0ZWxsYW4vdjEvYWRtaW4ucHJvdG8SDGNhc3RlbGxhbi52MSIjChFTaG93QnVuZGxlUmVxdWVzdBIOCgZmb3JtYXQYASABKAkiSgoSU2hvd0J1bmRsZVJlc3BvbnNlEhQKDHRydXN0X2RvbWFpbhgBIAEoCRIMCgR0ZXh0GAIgASgJEhAKCHNlcXVlbmNlGAMgASgEIkYKEFNldEJ1bmRsZVJlcXVlc3QSFAoMdHJ1c3RfZG9tYWluGAEgASgJEgwKBHRleHQYAiABKAkSDgoGZm9ybWF0GAMgASgJItQBChNGZWRlcmF0ZWRCdW5kbGVJbmZvEhQKDHRydXN0X2RvbWFpbhgBIAEoCRIOCgZzb3VyY2UYAiABKAkSFAoMZW5kcG9pbnRfdXJsGAMgASgJEhAKCHNlcXVlbmNlGAQgASgEEhIKCnVwZGF0ZWRfYXQYBSABKAkSFAoMbGFzdF9yZWZyZXNoGAYgASgJEhgKEHg1MDlfYXV0aG9yaXRpZXMYByABKA0SFwoPand0X2F1dGhvcml0aWVzGAggASgNEhIKCmxhc3RfZXJyb3IYCSABKAkiKwoTRGVsZXRlQnVuZGxlUmVxdWVzdBIUCgx0cnVzdF9kb21haW4YASABKAkiFgoURGVsZXRlQnVuZGxlUmVzcG9uc2UiFAoSTGlzdEJ1bmRsZXNSZXF1ZXN0IkkKE0xpc3RCdW5kbGVzUmVzcG9uc2USMgoHYnVuZGxlcxgBIAMoCzIhLmNhc3RlbGxhbi52MS5GZWRlcmF0ZWRCdW5kbGVJbmZvIg8KDVN0YXR1c1JlcXVlc3QixQIKCUF1dGhvcml0eRIKCgJpZBgBIAEoCRINCgVzdGF0ZRgCIAEoCRIOCgZzb3VyY2UYAyABKAkSEAoIa2V5X3R5cGUYBCABKAkSDwoHc3ViamVjdBgFIAEoCRISCgpub3RfYmVmb3JlGAYgASgJEhEKCW5vdF9hZnRlchgHIAEoCRITCgtsaXZlX2xlYXZlcxgIIAEoBBIOCgZpc3N1ZWQYCSABKAQSGwoTbGFzdF9sZWFmX25vdF9hZnRlchgKIAEoCRIWCg5yZXRpcmVfc2FmZV9hdBgLIAEoCRITCgtwcmVwYXJlZF9hdBgMIAEoCRIUCgxhY3RpdmF0ZWRfYXQYDSABKAkSFgoOZGVhY3RpdmF0ZWRfYXQYDiABKAkSEgoKdGFpbnRlZF9hdBgPIAEoCRISCgpyZXRpcmVkX2F0GBAgASgJIswCCg5TdGF0dXNSZXNwb25zZRIUCgx0cnVzdF9kb21haW4YASABKAkSEgoKZ2VuZXJhdGlvbhgCIAEoBBIOCgZsZWFkZXIYAyABKAgSEAoIa2V5c3RvcmUYBCABKAkSGwoTcHJvcGFnYXRpb25fc2Vjb25kcxgFIAEoAxIsCgthdXRob3JpdGllcxgGIAMoCzIXLmNhc3RlbGxhbi52MS5BdXRob3JpdHkSFQoNYXV0b19yb3RhdGlvbhgHIAEoCBIYChB0cnVzdF9idW5kbGVfcGVtGAggAygJEhEKCW5leHRfc3RlcBgJIAEoCRIeChZuZXh0X3N0ZXBfYXV0aG9yaXR5X2lkGAogASgJEhQKDG5leHRfc3RlcF9hdBgLIAEoCRIpCghqd3Rfa2V5cxgMIAMoCzIXLmNhc3RlbGxhbi52MS5BdXRob3JpdHkiHgoOUHJlcGFyZVJlcXVlc3QSDAoEa2luZBgBIAEoCSJnCg1JbXBvcnRSZXF1ZXN0EhMKC2NhX2NlcnRfcGVtGAEgASgJEhIKCmNhX2tleV9wZW0YAiABKAkSFQoNcm9vdF9jZXJ0X3BlbRgDIAEoCRIWCg5jZXJ0X2NoYWluX3BlbRgEIAEoCSJGChFUcmFuc2l0aW9uUmVxdWVzdBIUCgxhdXRob3JpdHlfaWQYASABKAkSDQoFZm9yY2UYAiABKAgSDAoEa2luZBgDIAEoCSJVChJUcmFuc2l0aW9uUmVzcG9uc2USKgoJYXV0aG9yaXR5GAEgASgLMhcuY2FzdGVsbGFuLnYxLkF1dGhvcml0eRITCgtmb3JjZWRfcmlzaxgCIAEoCTKbBgoMQWRtaW5TZXJ2aWNlEkMKBlN0YXR1cxIbLmNhc3RlbGxhbi52MS5TdGF0dXNSZXF1ZXN0GhwuY2FzdGVsbGFuLnYxLlN0YXR1c1Jlc3BvbnNlEkkKB1ByZXBhcmUSHC5jYXN0ZWxsYW4udjEuUHJlcGFyZVJlcXVlc3QaIC5jYXN0ZWxsYW4udjEuVHJhbnNpdGlvblJlc3BvbnNlEkcKBkltcG9ydBIbLmNhc3RlbGxhbi52MS5JbXBvcnRSZXF1ZXN0GiAuY2FzdGVsbGFuLnYxLlRyYW5zaXRpb25SZXNwb25zZRJNCghBY3RpdmF0ZRIfLmNhc3RlbGxhbi52MS5UcmFuc2l0aW9uUmVxdWVzdBogLmNhc3RlbGxhbi52MS5UcmFuc2l0aW9uUmVzcG9uc2USSgoFVGFpbnQSHy5jYXN0ZWxsYW4udjEuVHJhbnNpdGlvblJlcXVlc3QaIC5jYXN0ZWxsYW4udjEuVHJhbnNpdGlvblJlc3BvbnNlEksKBlJldGlyZRIfLmNhc3RlbGxhbi52MS5UcmFuc2l0aW9uUmVxdWVzdBogLmNhc3RlbGxhbi52MS5UcmFuc2l0aW9uUmVzcG9uc2USTwoKU2hvd0J1bmRsZRIfLmNhc3RlbGxhbi52MS5TaG93QnVuZGxlUmVxdWVzdBogLmNhc3RlbGxhbi52MS5TaG93QnVuZGxlUmVzcG9uc2USTgoJU2V0QnVuZGxlEh4uY2FzdGVsbGFuLnYxLlNldEJ1bmRsZVJlcXVlc3QaIS5jYXN0ZWxsYW4udjEuRmVkZXJhdGVkQnVuZGxlSW5mbxJVCgxEZWxldGVCdW5kbGUSIS5jYXN0ZWxsYW4udjEuRGVsZXRlQnVuZGxlUmVxdWVzdBoiLmNhc3RlbGxhbi52MS5EZWxldGVCdW5kbGVSZXNwb25zZRJSCgtMaXN0QnVuZGxlcxIgLmNhc3RlbGxhbi52MS5MaXN0QnVuZGxlc1JlcXVlc3QaIS5jYXN0ZWxsYW4udjEuTGlzdEJ1bmRsZXNSZXNwb25zZWIGcHJvdG8z");
+
+/**
+ * Describes the message castellan.v1.ShowBundleRequest.
+ * Use `create(ShowBundleRequestSchema)` to create a new message.
+ */
+export const ShowBundleRequestSchema = /*@__PURE__*/
+  messageDesc(file_castellan_v1_admin, 0);
+
+/**
+ * Describes the message castellan.v1.ShowBundleResponse.
+ * Use `create(ShowBundleResponseSchema)` to create a new message.
+ */
+export const ShowBundleResponseSchema = /*@__PURE__*/
+  messageDesc(file_castellan_v1_admin, 1);
+
+/**
+ * Describes the message castellan.v1.SetBundleRequest.
+ * Use `create(SetBundleRequestSchema)` to create a new message.
+ */
+export const SetBundleRequestSchema = /*@__PURE__*/
+  messageDesc(file_castellan_v1_admin, 2);
+
+/**
+ * Describes the message castellan.v1.FederatedBundleInfo.
+ * Use `create(FederatedBundleInfoSchema)` to create a new message.
+ */
+export const FederatedBundleInfoSchema = /*@__PURE__*/
+  messageDesc(file_castellan_v1_admin, 3);
+
+/**
+ * Describes the message castellan.v1.DeleteBundleRequest.
+ * Use `create(DeleteBundleRequestSchema)` to create a new message.
+ */
+export const DeleteBundleRequestSchema = /*@__PURE__*/
+  messageDesc(file_castellan_v1_admin, 4);
+
+/**
+ * Describes the message castellan.v1.DeleteBundleResponse.
+ * Use `create(DeleteBundleResponseSchema)` to create a new message.
+ */
+export const DeleteBundleResponseSchema = /*@__PURE__*/
+  messageDesc(file_castellan_v1_admin, 5);
+
+/**
+ * Describes the message castellan.v1.ListBundlesRequest.
+ * Use `create(ListBundlesRequestSchema)` to create a new message.
+ */
+export const ListBundlesRequestSchema = /*@__PURE__*/
+  messageDesc(file_castellan_v1_admin, 6);
+
+/**
+ * Describes the message castellan.v1.ListBundlesResponse.
+ * Use `create(ListBundlesResponseSchema)` to create a new message.
+ */
+export const ListBundlesResponseSchema = /*@__PURE__*/
+  messageDesc(file_castellan_v1_admin, 7);
 
 /**
  * Describes the message castellan.v1.StatusRequest.
  * Use `create(StatusRequestSchema)` to create a new message.
  */
 export const StatusRequestSchema = /*@__PURE__*/
-  messageDesc(file_castellan_v1_admin, 0);
+  messageDesc(file_castellan_v1_admin, 8);
 
 /**
  * Describes the message castellan.v1.Authority.
  * Use `create(AuthoritySchema)` to create a new message.
  */
 export const AuthoritySchema = /*@__PURE__*/
-  messageDesc(file_castellan_v1_admin, 1);
+  messageDesc(file_castellan_v1_admin, 9);
 
 /**
  * Describes the message castellan.v1.StatusResponse.
  * Use `create(StatusResponseSchema)` to create a new message.
  */
 export const StatusResponseSchema = /*@__PURE__*/
-  messageDesc(file_castellan_v1_admin, 2);
+  messageDesc(file_castellan_v1_admin, 10);
 
 /**
  * Describes the message castellan.v1.PrepareRequest.
  * Use `create(PrepareRequestSchema)` to create a new message.
  */
 export const PrepareRequestSchema = /*@__PURE__*/
-  messageDesc(file_castellan_v1_admin, 3);
+  messageDesc(file_castellan_v1_admin, 11);
 
 /**
  * Describes the message castellan.v1.ImportRequest.
  * Use `create(ImportRequestSchema)` to create a new message.
  */
 export const ImportRequestSchema = /*@__PURE__*/
-  messageDesc(file_castellan_v1_admin, 4);
+  messageDesc(file_castellan_v1_admin, 12);
 
 /**
  * Describes the message castellan.v1.TransitionRequest.
  * Use `create(TransitionRequestSchema)` to create a new message.
  */
 export const TransitionRequestSchema = /*@__PURE__*/
-  messageDesc(file_castellan_v1_admin, 5);
+  messageDesc(file_castellan_v1_admin, 13);
 
 /**
  * Describes the message castellan.v1.TransitionResponse.
  * Use `create(TransitionResponseSchema)` to create a new message.
  */
 export const TransitionResponseSchema = /*@__PURE__*/
-  messageDesc(file_castellan_v1_admin, 6);
+  messageDesc(file_castellan_v1_admin, 14);
 
 /**
  * @generated from service castellan.v1.AdminService

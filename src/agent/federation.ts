@@ -16,6 +16,7 @@
  */
 import { X509Certificate } from 'node:crypto';
 import type { Logger } from '../platform/logger.ts';
+import { derToPem, parsePem, PemSyntaxError, type PemBlock } from '../platform/pem.ts';
 import { validateTrustDomain } from '../spiffe/id.ts';
 import { splitPemCertificates } from './cert-info.ts';
 
@@ -38,7 +39,6 @@ export interface FederatedBundle {
   readonly sequence: bigint;
 }
 
-const PEM_BLOCK = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g;
 /** A bound on what one update may carry, so a broken CA cannot make the agent hold anything. */
 export const MAX_FEDERATED_DOMAINS = 1024;
 
@@ -47,8 +47,14 @@ export function validateFederatedBundle(trustDomain: string, b: FederatedBundleI
   validateTrustDomain(trustDomain);
   let x509Pem = '';
   if (b.x509AuthoritiesPem.trim() !== '') {
-    if (b.x509AuthoritiesPem.replace(PEM_BLOCK, '').trim() !== '') throw new Error('X.509 authorities: text outside CERTIFICATE blocks');
-    const blocks = splitPemCertificates(b.x509AuthoritiesPem);
+    let parsed: PemBlock[];
+    try {
+      parsed = parsePem(b.x509AuthoritiesPem);
+    } catch (e) {
+      throw new Error(e instanceof PemSyntaxError && e.problem === 'outside' ? 'X.509 authorities: text outside CERTIFICATE blocks' : `X.509 authorities: ${(e as Error).message}`);
+    }
+    if (parsed.some((p) => p.label !== 'CERTIFICATE')) throw new Error('X.509 authorities: text outside CERTIFICATE blocks');
+    const blocks = parsed.map((p) => derToPem(p.der));
     if (blocks.length === 0) throw new Error('X.509 authorities: no certificate');
     blocks.forEach((pem, i) => {
       let c: X509Certificate;

@@ -18,6 +18,7 @@
 import { createPublicKey, X509Certificate, type JsonWebKey } from 'node:crypto';
 import { z } from 'zod';
 import { CastellanError } from '../platform/errors.ts';
+import { parsePem, PemSyntaxError, type PemBlock } from '../platform/pem.ts';
 import { validateTrustDomain } from './id.ts';
 
 export const X509_SVID_USE = 'x509-svid';
@@ -171,8 +172,6 @@ export function jwtBundleJson(authorities: readonly JwtAuthority[]): string {
   return authorities.length === 0 ? '' : JSON.stringify({ keys: authorities.map((a) => ({ ...a.jwk, kid: a.kid, use: JWT_SVID_USE })) });
 }
 
-const PEM_BLOCK = /-----BEGIN ([A-Z0-9 ]+)-----\r?\n([A-Za-z0-9+/=\r\n]+?)-----END \1-----/g;
-
 /**
  * A bundle from PEM: X.509 authorities only (CERTIFICATE blocks, each a CA),
  * no sequence. Text outside the blocks, other labels or no certificate at all
@@ -181,12 +180,16 @@ const PEM_BLOCK = /-----BEGIN ([A-Z0-9 ]+)-----\r?\n([A-Za-z0-9+/=\r\n]+?)-----E
 export function bundleFromPem(pem: string, trustDomain: string, what = 'bundle'): SpiffeBundle {
   validateTrustDomain(trustDomain);
   if (Buffer.byteLength(pem) > MAX_BUNDLE_BYTES) throw invalid(what, `larger than ${MAX_BUNDLE_BYTES} bytes`);
+  let blocks: PemBlock[];
+  try {
+    blocks = parsePem(pem);
+  } catch (e) {
+    if (e instanceof PemSyntaxError) throw invalid(what, e.message);
+    throw e;
+  }
   const ders: Buffer[] = [];
-  let last = 0;
-  for (const m of pem.matchAll(PEM_BLOCK)) {
-    if (pem.slice(last, m.index).trim() !== '') throw invalid(what, 'unexpected text outside PEM blocks');
-    if (m[1] !== 'CERTIFICATE') throw invalid(what, `expected CERTIFICATE blocks, found "${m[1]}"`);
-    const der = Buffer.from(m[2]!.replace(/\s+/g, ''), 'base64');
+  for (const { label, der } of blocks) {
+    if (label !== 'CERTIFICATE') throw invalid(what, `expected CERTIFICATE blocks, found "${label}"`);
     let cert: X509Certificate;
     try {
       cert = new X509Certificate(der);
@@ -195,9 +198,7 @@ export function bundleFromPem(pem: string, trustDomain: string, what = 'bundle')
     }
     if (!cert.ca) throw invalid(what, `certificate ${ders.length + 1} (${cert.subject.replace(/\n/g, ', ')}) is not a CA`);
     if (!ders.some((d) => d.equals(der))) ders.push(der);
-    last = m.index + m[0].length;
   }
-  if (pem.slice(last).trim() !== '') throw invalid(what, 'unexpected text outside PEM blocks');
   if (ders.length === 0) throw invalid(what, 'no certificate found');
   return { trustDomain, x509Authorities: ders, jwtAuthorities: [] };
 }

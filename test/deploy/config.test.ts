@@ -73,15 +73,28 @@ function loadServer(s: ServerSetup) {
   return { values: parsed.values, config: resolveServerConfig(parsed.values) };
 }
 
+/** Two foreign trust domains as the chart's federation.trustDomains takes them (every field of an entry). */
+const FOREIGN = [
+  { trustDomain: 'a.example', bundleEndpointUrl: 'https://ca.a.example:8443/', profile: 'https_spiffe', endpointSpiffeId: 'spiffe://a.example/spire/server', bootstrapBundle: '/etc/castellan/a.example.bundle.json' },
+  { trustDomain: 'partner.example', bundleEndpointUrl: 'https://bundle.partner.example/', profile: 'https_web', caFile: '/etc/castellan/partner-ca.pem' },
+];
+
 const serverBuilds: [string, () => Obj[]][] = [
   ['kustomize base', () => kustomizeBuild(join(DEPLOY, 'kubernetes/base'))],
   ['kustomize overlays/plugin-ca', () => kustomizeBuild(join(DEPLOY, 'kubernetes/overlays/plugin-ca'))],
+  ['kustomize overlays/federation', () => kustomizeBuild(join(DEPLOY, 'kubernetes/overlays/federation'))],
   // the chart is rendered by test/deploy/helm-render (Go)
   ...(skipWithout(peers.go)
     ? []
     : ([
         ['helm defaults', () => renderChart()],
-        ['helm with every option', () => renderChart({ pluginCA: { secretName: 'cacerts' }, auth: { oidcIssuer: 'https://kubernetes.default.svc.cluster.local' }, trustBundle: { namespaces: 'mesh=on' } })],
+        ['helm with every option', () =>
+          renderChart({
+            pluginCA: { secretName: 'cacerts' },
+            auth: { oidcIssuer: 'https://kubernetes.default.svc.cluster.local' },
+            trustBundle: { namespaces: 'mesh=on' },
+            federation: { bundleEndpoint: { enabled: true, port: 9443, refreshHint: '1m' }, trustDomains: FOREIGN },
+          })],
       ] as [string, () => Obj[]][])),
 ];
 
@@ -111,6 +124,11 @@ describe('CA server configuration in the manifests', () => {
     // Token auth is configured (TokenReview in-cluster, optionally JWKS too).
     expect(config.auth.tokenReview).toBeDefined();
     expect(config.auth.audiences).toEqual(['istio-ca']);
+    // The bundle endpoint listens on the container port its Service targets.
+    if (config.federation.endpoint) {
+      expect(config.federation.endpoint.listen).toBe(`0.0.0.0:${port('https-bundle')}`);
+      expect(config.federation.endpoint.profile).toBe('https_spiffe');
+    } else expect((c.ports as Obj[]).some((p) => p.name === 'https-bundle')).toBe(false);
     // Plug-in mode reads from a mounted volume.
     if (config.cacertsDir) expect(volume(config.cacertsDir)?.emptyDir).toBeDefined();
     // The pending issue 6 flags: values as they will be defined.

@@ -2,7 +2,8 @@
  * The Helm chart renders the same objects as the kustomize directories:
  * default values = deploy/kubernetes/base, pluginCA.secretName=cacerts =
  * overlays/plugin-ca, policyWatch.enabled = overlays/policy-watch,
- * ambient.trustedNodeAccounts=[istio-system/ztunnel] = overlays/ambient.
+ * ambient.trustedNodeAccounts=[istio-system/ztunnel] = overlays/ambient,
+ * federation.bundleEndpoint.enabled = overlays/federation.
  *
  * Renderer: no helm binary can be installed here (neither the npm registry
  * nor Debian ships one), so helm-render/main.go renders the chart with Go's
@@ -54,6 +55,34 @@ describeWith([peers.go], 'Helm chart (rendered by test/deploy/helm-render, Go)',
     sameObjects(renderChart({ ambient: { trustedNodeAccounts: ['istio-system/ztunnel'] } }), kustomizeBuild(join(DEPLOY, 'kubernetes/overlays/ambient')));
     const args = renderChart({ ambient: { trustedNodeAccounts: ['istio-system/ztunnel', 'kube-system/node-agent'] } }).find((o) => o.kind === 'Deployment')!.spec.template.spec.containers[0].args as string[];
     expect(args.filter((a) => a.startsWith('--trusted-node-accounts'))).toEqual(['--trusted-node-accounts=istio-system/ztunnel', '--trusted-node-accounts=kube-system/node-agent']);
+  });
+
+  it('with federation.bundleEndpoint.enabled renders exactly overlays/federation', () => {
+    sameObjects(renderChart({ federation: { bundleEndpoint: { enabled: true } } }), kustomizeBuild(join(DEPLOY, 'kubernetes/overlays/federation')));
+  });
+
+  it('federation: port, profile, refresh hint, the Service type and annotations, and the foreign trust domains into the config file', () => {
+    const trustDomains = [
+      { trustDomain: 'a.example', bundleEndpointUrl: 'https://ca.a.example:8443/' },
+      { trustDomain: 'partner.example', bundleEndpointUrl: 'https://bundle.partner.example/', profile: 'https_web', caFile: '/etc/castellan/partner-ca.pem' },
+    ];
+    const annotations = { 'service.beta.kubernetes.io/aws-load-balancer-type': 'nlb', 'example.com/on': 'yes' };
+    const objs = renderChart({ name: 'ca', federation: { bundleEndpoint: { enabled: true, port: 9443, refreshHint: '2m', service: { type: 'LoadBalancer', annotations } }, trustDomains } });
+    const svc = objs.find((o) => o.kind === 'Service' && o.metadata.name === 'ca-bundle-endpoint')!;
+    expect(svc.spec.type).toBe('LoadBalancer');
+    expect(svc.metadata.annotations).toStrictEqual(annotations);
+    expect(svc.spec.ports).toStrictEqual([{ name: 'https-bundle', port: 9443, targetPort: 'https-bundle', protocol: 'TCP', appProtocol: 'https' }]);
+    expect(objs.find((o) => o.kind === 'Service' && o.metadata.name === 'ca')!.spec.type).toBe('ClusterIP');
+    const c = objs.find((o) => o.kind === 'Deployment')!.spec.template.spec.containers[0] as Obj;
+    expect((c.args as string[]).filter((a) => a.startsWith('--bundle'))).toEqual(['--bundle-endpoint-listen=0.0.0.0:9443', '--bundle-endpoint-profile=https_spiffe', '--bundle-refresh-hint=2m']);
+    expect((c.ports as Obj[]).find((p) => p.name === 'https-bundle')!.containerPort).toBe(9443);
+    const config = parse(objs.find((o) => o.kind === 'ConfigMap')!.data['config.yaml'] as string) as Obj;
+    expect(config.federation).toStrictEqual(trustDomains);
+    // Foreign trust domains alone (fetching without serving): no endpoint, no second Service.
+    const fetchOnly = renderChart({ federation: { trustDomains: trustDomains.slice(0, 1) } });
+    expect(fetchOnly.filter((o) => o.kind === 'Service').map((o) => o.metadata.name)).toEqual(['castellan']);
+    expect((parse(fetchOnly.find((o) => o.kind === 'ConfigMap')!.data['config.yaml'] as string) as Obj).federation).toStrictEqual(trustDomains.slice(0, 1));
+    expect(JSON.stringify(fetchOnly.find((o) => o.kind === 'Deployment'))).not.toMatch(/bundle/);
   });
 
   it('carries the values into the config file and the Deployment', () => {

@@ -16,7 +16,7 @@ import { DEPLOY, idOf, kustomizeBuild, podSpecs, readDocs, renderChart, schemaPr
 function isManifestFile(path: string): boolean {
   const rel = relative(DEPLOY, path);
   if (/(^|\/)kustomization\.ya?ml$/.test(rel)) return false;
-  if (rel === 'kubernetes/overlays/plugin-ca/deployment-patch.yaml' || rel === 'kubernetes/components/ambient/deployment-patch.yaml') return false;
+  if (/^kubernetes\/(overlays\/plugin-ca|components\/ambient|components\/federation)\/deployment-patch\.yaml$/.test(rel)) return false;
   return true;
 }
 
@@ -26,6 +26,7 @@ const builds: [string, () => Obj[]][] = [
   ['kustomize overlays/policy-watch', () => kustomizeBuild(join(DEPLOY, 'kubernetes/overlays/policy-watch'))],
   ['kustomize overlays/observability', () => kustomizeBuild(join(DEPLOY, 'kubernetes/overlays/observability'))],
   ['kustomize overlays/ambient', () => kustomizeBuild(join(DEPLOY, 'kubernetes/overlays/ambient'))],
+  ['kustomize overlays/federation', () => kustomizeBuild(join(DEPLOY, 'kubernetes/overlays/federation'))],
   ['kustomize deploy/agent', () => kustomizeBuild(join(DEPLOY, 'agent'))],
   ['helm defaults', () => renderChart()],
   ['helm every option', () =>
@@ -34,6 +35,10 @@ const builds: [string, () => Obj[]][] = [
       policyWatch: { enabled: true },
       prometheusRule: { enabled: true, labels: { release: 'prometheus' }, queueMax: '20000' },
       ambient: { trustedNodeAccounts: ['istio-system/ztunnel'] },
+      federation: {
+        bundleEndpoint: { enabled: true, port: 9443, refreshHint: '1m', service: { type: 'LoadBalancer', annotations: { 'service.beta.kubernetes.io/aws-load-balancer-type': 'nlb' } } },
+        trustDomains: [{ trustDomain: 'a.example', bundleEndpointUrl: 'https://ca.a.example:8443/' }],
+      },
       auth: { oidcIssuer: 'https://kubernetes.default.svc.cluster.local' },
       trustBundle: { publish: false, namespaces: 'mesh=on' },
       nodeSelector: { 'kubernetes.io/os': 'linux' },
@@ -155,12 +160,21 @@ describe('CA server objects', () => {
     expect(pdb.spec.selector.matchLabels).toEqual(dep.spec.selector.matchLabels);
     expect(pdb.spec.minAvailable).toBe(1);
     // Service: gRPC 15012 and metrics 15014, to named container ports.
-    const svc = objs.find((o) => o.kind === 'Service')!;
+    const svc = objs.find((o) => o.kind === 'Service' && o.metadata.name === dep.metadata.name)!;
     expect(svc.spec.selector).toEqual(dep.spec.selector.matchLabels);
+    // The CA's own API is never exposed outside the cluster, whatever else is.
+    expect(svc.spec.type).toBe('ClusterIP');
     expect((svc.spec.ports as Obj[]).map((p) => [p.name, p.port, port(p.targetPort)])).toEqual([
       ['grpc', 15012, 15012],
       ['http-metrics', 15014, 15014],
     ]);
+    // Any other Service is the bundle endpoint's, to its own container port, and the server listens there.
+    for (const other of objs.filter((o) => o.kind === 'Service' && o !== svc)) {
+      expect(other.metadata.name).toBe(`${dep.metadata.name}-bundle-endpoint`);
+      expect(other.spec.selector).toEqual(dep.spec.selector.matchLabels);
+      expect((other.spec.ports as Obj[]).map((p) => [p.name, p.port === port(p.targetPort)])).toEqual([['https-bundle', true]]);
+      expect(c.args).toContain(`--bundle-endpoint-listen=0.0.0.0:${port('https-bundle')}`);
+    }
     // The one token: for the API server (no audience), at the in-cluster path, with CA and namespace.
     const tokenVols = (pod.volumes as Obj[]).filter((v) => v.projected?.sources?.some((s: Obj) => s.serviceAccountToken));
     expect(tokenVols.length).toBe(1);

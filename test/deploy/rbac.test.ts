@@ -108,10 +108,13 @@ const builds: [string, () => Obj[], Optional[]][] = [
   ['kustomize overlays/plugin-ca', () => kustomizeBuild(join(DEPLOY, 'kubernetes/overlays/plugin-ca')), []],
   ['kustomize overlays/policy-watch', () => kustomizeBuild(join(DEPLOY, 'kubernetes/overlays/policy-watch')), ['policyWatch']],
   ['kustomize overlays/ambient', () => kustomizeBuild(join(DEPLOY, 'kubernetes/overlays/ambient')), ['ambient']],
+  // Federation needs no API access beyond the base: foreign bundles live in the keyring Secret.
+  ['kustomize overlays/federation', () => kustomizeBuild(join(DEPLOY, 'kubernetes/overlays/federation')), []],
   ['helm defaults', () => renderChart(), []],
   ['helm policyWatch.enabled', () => renderChart({ policyWatch: { enabled: true } }), ['policyWatch']],
   ['helm ambient.trustedNodeAccounts', () => renderChart({ ambient: { trustedNodeAccounts: ['istio-system/ztunnel'] } }), ['ambient']],
   ['helm pluginCA', () => renderChart({ pluginCA: { secretName: 'cacerts' } }), []],
+  ['helm federation', () => renderChart({ federation: { bundleEndpoint: { enabled: true }, trustDomains: [{ trustDomain: 'a.example', bundleEndpointUrl: 'https://ca.a.example:8443/' }] } }), []],
 ];
 
 describe('RBAC', () => {

@@ -126,7 +126,9 @@ function grpcServer(config: ServerConfig): grpc.Server {
     'grpc.max_send_message_length': 1024 * 1024,
     'grpc.keepalive_time_ms': 120_000,
     'grpc.keepalive_timeout_ms': 20_000,
-    'grpc.max_concurrent_streams': 1000,
+    // A connection that opens thousands of calls at once (a burst through few connections) would
+    // otherwise have every one of them buffered here at once: measured in docs/performance.md.
+    'grpc.max_concurrent_streams': config.maxConcurrentStreams,
   });
 }
 

@@ -38,6 +38,11 @@ export interface ServerConfig {
   signer: { workers: number; maxBatchSize: number; maxBatchWaitMs: number; maxQueue: number; nice?: number };
   /** Largest CreateCertificate request accepted, bytes. */
   maxRequestBytes: number;
+  /**
+   * Calls one client connection may have open at once (HTTP/2
+   * SETTINGS_MAX_CONCURRENT_STREAMS); further calls wait in the client.
+   */
+  maxConcurrentStreams: number;
   logLevel: string;
   /** ms to let in-flight calls finish on SIGTERM */
   shutdownGraceMs: number;
@@ -87,6 +92,7 @@ export const SERVER_FLAGS: FlagSpec[] = [
   { name: 'batch-max-wait', type: 'string', arg: 'DUR', default: '0ms', help: 'longest a CSR waits for company before its batch is cut (0 = the end of the event-loop turn); while every worker is busy, batches grow by themselves' },
   { name: 'queue-max', type: 'string', arg: 'N', default: '10000', help: 'queued CSRs beyond which requests get RESOURCE_EXHAUSTED' },
   { name: 'max-request-bytes', type: 'string', arg: 'N', default: '65536', help: 'largest CreateCertificate request accepted' },
+  { name: 'max-concurrent-streams', type: 'string', arg: 'N', default: '128', help: 'calls one client connection may have open at once; more wait in the client (HTTP/2)' },
   { name: 'log-level', type: 'string', arg: 'LEVEL', default: 'info', help: 'trace|debug|info|warn|error|fatal|silent' },
   { name: 'shutdown-grace', type: 'string', arg: 'DUR', default: '10s', help: 'time in-flight calls get to finish on SIGTERM' },
   { name: 'keystore', type: 'string', arg: 'KIND', default: 'file', help: 'where the keyring lives: file (<data-dir>/keyring.json) or kubernetes (a Secret, see --ca-secret)' },
@@ -197,6 +203,7 @@ export function resolveServerConfig(v: FlagValues): ServerConfig {
       nice: int(s('signer-nice')!, 'signer-nice', 0, 19),
     },
     maxRequestBytes: int(s('max-request-bytes')!, 'max-request-bytes', 1024, 16 * 1024 * 1024),
+    maxConcurrentStreams: int(s('max-concurrent-streams')!, 'max-concurrent-streams', 1, 100_000),
     logLevel: s('log-level')!,
     shutdownGraceMs: dur(s('shutdown-grace')!, 'shutdown-grace'),
     keystore: { kind: 'file' },

@@ -5,6 +5,7 @@
  * oversized metadata is refused too; the server keeps serving.
  */
 import { readFileSync } from 'node:fs';
+import { connect } from 'node:http2';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DevTokenIssuer } from '../../src/identity/dev-issuer.ts';
@@ -19,6 +20,8 @@ beforeAll(() => {
 });
 const procs: Proc[] = [];
 let server: Proc;
+let grpcAddress: string;
+let rootPem: Buffer;
 let client: CaClient;
 let token: string;
 let csr: string;
@@ -31,7 +34,9 @@ beforeAll(async () => {
   const dataDir = join(tmp.path, 'ca');
   server = startCastellan('server', ['server', '--data-dir', dataDir, '--grpc-listen', '127.0.0.1:0', '--http-listen', 'off', '--jwks-file', issuer.jwksPath, '--jwt-issuer', issuer.issuer], procs);
   const l = await server.waitFor((e) => e.event === 'server.listening', 60_000, 'server.listening');
-  client = caClient(l.grpc as string, readFileSync(join(dataDir, 'root-cert.pem')), { 'grpc.max_send_message_length': -1 });
+  grpcAddress = l.grpc as string;
+  rootPem = readFileSync(join(dataDir, 'root-cert.pem'));
+  client = caClient(grpcAddress, rootPem, { 'grpc.max_send_message_length': -1 });
   token = await issuer.mint({ namespace: 'default', serviceAccount: 'web' });
   csr = (await peculiarCsr('spiffe://cluster.local/ns/default/sa/web')).csrPem;
   // warm: the first issuance loads everything a normal call needs
@@ -63,6 +68,21 @@ describe('D1: message limits on the CA API, with bounded memory', () => {
     expect(over.status).toBe('RESOURCE_EXHAUSTED');
     const under = await createCertificate(client, { csr: csr + 'A'.repeat(60_000), authorization: [`Bearer ${token}`] });
     expect(under.status, under.details).toBe('INVALID_ARGUMENT');
+  });
+
+  it('D1/a connection may open 128 calls at once (--max-concurrent-streams): the server says so in its HTTP/2 SETTINGS', async () => {
+    // Read by node:http2 as any HTTP/2 client would: SETTINGS_MAX_CONCURRENT_STREAMS bounds what one
+    // connection has buffered in the server (a burst through few connections, docs/performance.md).
+    const session = connect(`https://${grpcAddress}`, { ca: rootPem, checkServerIdentity: () => undefined });
+    try {
+      const settings = await new Promise<{ maxConcurrentStreams?: number }>((resolve, reject) => {
+        session.once('remoteSettings', resolve);
+        session.once('error', reject);
+      });
+      expect(settings.maxConcurrentStreams).toBe(128);
+    } finally {
+      session.close();
+    }
   });
 
   it('D1/1 MiB of metadata (an authorization header) is refused before anything reads it, and the server lives', async () => {

@@ -22,7 +22,7 @@ function peakRssBytes(pid: number): number {
 
 // The grpc-go load generator when Go is installed (BURST_LOADGEN=node|go overrides).
 const loadgen: LoadgenKind = (process.env.BURST_LOADGEN as LoadgenKind | undefined) ?? (grpcGoBinary() ? 'go' : 'node');
-const server = await startBenchServer({ identities: 1000, loadgen, extraArgs: ['--queue-max', String(N + 1000)] });
+const server = await startBenchServer({ identities: 1000, loadgen, extraArgs: ['--queue-max', String(N + 1000), ...(process.env.BURST_SERVER_ARGS ?? '').split(' ').filter(Boolean)] });
 try {
   const rssBefore = processRssBytes(server.pid);
   const r = await server.drive({ mode: 'burst', total: N, channels: 64, deadlineMs: 600_000 });

@@ -86,7 +86,7 @@ export const SERVER_FLAGS: FlagSpec[] = [
   { name: 'token-audience', type: 'string', multiple: true, arg: 'AUD', default: ['istio-ca'], help: 'accepted token audience' },
   { name: 'token-review', type: 'boolean', default: false, help: 'authenticate tokens with the Kubernetes TokenReview API (cached)' },
   { name: 'kubeconfig', type: 'string', arg: 'PATH', help: 'kubeconfig for TokenReview, the Kubernetes keystore and the pod cache (default: $KUBECONFIG, then in-cluster)' },
-  { name: 'signer-workers', type: 'string', arg: 'N', default: 'auto', help: 'signing worker threads ("auto" = one per core, 0 = sign on the main thread)' },
+  { name: 'signer-workers', type: 'string', arg: 'N', default: 'auto', help: 'signing worker threads ("auto" = one per core but one, at least 1; 0 = sign on the main thread)' },
   { name: 'signer-nice', type: 'string', arg: 'N', default: '0', help: 'nice value of the signing threads (0-19): above 0, accepting and authenticating calls go first when the cores are shared and saturated' },
   { name: 'batch-max-size', type: 'string', arg: 'N', default: '64', help: 'most CSRs signed in one batch' },
   { name: 'batch-max-wait', type: 'string', arg: 'DUR', default: '0ms', help: 'longest a CSR waits for company before its batch is cut (0 = the end of the event-loop turn); while every worker is busy, batches grow by themselves' },
@@ -172,7 +172,9 @@ export function resolveServerConfig(v: FlagValues): ServerConfig {
   const audiences = list('token-audience');
   if (audiences.length === 0) throw invalid('--token-audience must not be empty');
   const workersRaw = s('signer-workers')!;
-  const workers = workersRaw === 'auto' ? availableParallelism() : int(workersRaw, 'signer-workers', 0, 256);
+  // The main thread (TLS, HTTP/2, tokens) keeps a core of its own: a worker per core made three busy
+  // threads share two cores, at a measured cost in CPU per issuance (docs/performance.md).
+  const workers = workersRaw === 'auto' ? Math.max(1, availableParallelism() - 1) : int(workersRaw, 'signer-workers', 0, 256);
   for (const d of list('server-dns')) {
     if (!/^[a-zA-Z0-9*]([a-zA-Z0-9.-]*[a-zA-Z0-9])?$/.test(d)) throw invalid(`--server-dns "${d}" is not a DNS name`);
   }

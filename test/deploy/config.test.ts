@@ -119,8 +119,8 @@ describe('CA server configuration in the manifests', () => {
     expect(config.grpcListen).toBe(`0.0.0.0:${port('grpc')}`);
     expect(config.httpListen).toBe(`0.0.0.0:${port('http-metrics')}`);
     expect(config.plaintext).toBe(false);
-    // Signing threads match the CPU limit.
-    expect(String(config.signer.workers)).toBe(String(c.resources.limits.cpu));
+    // Signing threads: one less than the CPU limit, at least one (the main thread keeps a core).
+    expect(config.signer.workers).toBe(Math.max(1, Number(c.resources.limits.cpu) - 1));
     // Token auth is configured (TokenReview in-cluster, optionally JWKS too).
     expect(config.auth.tokenReview).toBeDefined();
     expect(config.auth.audiences).toEqual(['istio-ca']);

@@ -8,18 +8,15 @@
  * validate (checked here before anything is sent, and again by the server); 3 the server cannot be reached on the admin socket.
  */
 import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { create } from '@bufbuild/protobuf';
-import { AdminService, DeleteBundleRequestSchema, ListBundlesRequestSchema, SetBundleRequestSchema, ShowBundleRequestSchema, type FederatedBundleInfo } from '../gen/castellan/v1/admin_pb.js';
+import { DeleteBundleRequestSchema, ListBundlesRequestSchema, SetBundleRequestSchema, ShowBundleRequestSchema, type FederatedBundleInfo } from '../gen/castellan/v1/admin_pb.js';
 import { helpText, parseCommand, type FlagSpec } from '../config/flags.ts';
-import { createClient } from '../grpc/service.ts';
-import { ERROR_TRAILER } from '../grpc/status.ts';
 import { parseBundleText } from '../server/federation.ts';
+import { ADMIN_SOCKET_FLAGS, withAdminClient } from './admin-client.ts';
 
 export const BUNDLE_FLAGS: FlagSpec[] = [
-  { name: 'admin-socket', type: 'string', arg: 'PATH', help: 'the server\'s admin socket (default: <data-dir>/admin.sock)' },
-  { name: 'data-dir', type: 'string', arg: 'DIR', default: './.castellan', help: 'the server\'s --data-dir, to find its admin socket' },
+  ...ADMIN_SOCKET_FLAGS,
   { name: 'trust-domain', type: 'string', arg: 'TD', help: 'set, delete: the foreign trust domain' },
   { name: 'file', type: 'string', arg: 'PATH', help: 'set: the foreign bundle ("-" for stdin)' },
   { name: 'format', type: 'string', arg: 'FORMAT', help: 'show: spiffe (default) or pem; set: spiffe or pem (default: PEM when the file starts with a PEM block, else spiffe)' },
@@ -97,10 +94,9 @@ export async function run(argv: string[]): Promise<number> {
       return fail(sub, (e as Error).message);
     }
   }
-  const socket = (values['admin-socket'] as string | undefined) || join(values['data-dir'] as string, 'admin.sock');
-  const client = createClient(AdminService, `unix:${socket}`, grpc.credentials.createInsecure());
-  const deadline = Date.now() + 60_000;
-  try {
+  // the server refusing the input itself (its own trust domain, a bundle that does not validate) is a usage error
+  const refusalExit = (code: grpc.status): number => (code === grpc.status.INVALID_ARGUMENT ? 2 : 1);
+  return withAdminClient(`bundle ${sub}`, values, async (client, deadline) => {
     if (sub === 'show') {
       const r = await client.showBundle(create(ShowBundleRequestSchema, { format }), { deadline });
       process.stdout.write(r.text);
@@ -116,17 +112,5 @@ export async function run(argv: string[]): Promise<number> {
       process.stdout.write(output === 'json' ? JSON.stringify(json, null, 2) + '\n' : listText(r.bundles));
     }
     return 0;
-  } catch (e) {
-    const err = e as grpc.ServiceError;
-    const answered = (err.metadata?.get(ERROR_TRAILER).length ?? 0) > 0;
-    if (!answered && (err.code === grpc.status.UNAVAILABLE || err.code === grpc.status.DEADLINE_EXCEEDED)) {
-      process.stderr.write(`castellan bundle ${sub}: cannot reach the CA server's admin API at ${socket} (${err.details || err.message}); is "castellan server" running with this --data-dir or --admin-socket?\n`);
-      return 3;
-    }
-    process.stderr.write(`castellan bundle ${sub}: ${err.details || err.message}\n`);
-    // the server refusing the input itself (its own trust domain, a bundle that does not validate) is a usage error
-    return answered && err.code === grpc.status.INVALID_ARGUMENT ? 2 : 1;
-  } finally {
-    client.close();
-  }
+  }, refusalExit);
 }

@@ -9,11 +9,8 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import * as grpc from '@grpc/grpc-js';
-import { ERROR_TRAILER } from '../grpc/status.ts';
 import { create } from '@bufbuild/protobuf';
 import {
-  AdminService,
   ImportRequestSchema,
   PrepareRequestSchema,
   StatusRequestSchema,
@@ -23,13 +20,12 @@ import {
   type TransitionResponse,
 } from '../gen/castellan/v1/admin_pb.js';
 import { helpText, parseCommand, type FlagSpec } from '../config/flags.ts';
-import { createClient } from '../grpc/service.ts';
+import { ADMIN_SOCKET_FLAGS, withAdminClient } from './admin-client.ts';
 import { CACERTS_FILES } from '../ca/plugin.ts';
 import { assertPrivateFile } from '../platform/files.ts';
 
 export const CA_FLAGS: FlagSpec[] = [
-  { name: 'admin-socket', type: 'string', arg: 'PATH', help: 'the server\'s admin socket (default: <data-dir>/admin.sock)' },
-  { name: 'data-dir', type: 'string', arg: 'DIR', default: './.castellan', help: 'the server\'s --data-dir, to find its admin socket' },
+  ...ADMIN_SOCKET_FLAGS,
   { name: 'force', type: 'boolean', default: false, help: 'override a guard rail (prints what it risks)' },
   { name: 'cacerts-dir', type: 'string', arg: 'DIR', help: 'import: the new intermediate in Istio\'s cacerts layout' },
   { name: 'output', type: 'string', arg: 'FORMAT', default: 'text', help: 'text|json' },
@@ -171,10 +167,7 @@ export async function run(argv: string[]): Promise<number> {
       return 2;
     }
   }
-  const socket = (values['admin-socket'] as string | undefined) || join(values['data-dir'] as string, 'admin.sock');
-  const client = createClient(AdminService, `unix:${socket}`, grpc.credentials.createInsecure());
-  const deadline = Date.now() + 60_000;
-  try {
+  return withAdminClient(`ca ${sub}`, values, async (client, deadline) => {
     let out: string;
     let forcedRisk = '';
     if (sub === 'status') {
@@ -194,19 +187,7 @@ export async function run(argv: string[]): Promise<number> {
     if (forcedRisk) process.stderr.write(`castellan ca ${sub}: FORCED past a guard rail. Risk accepted: ${forcedRisk}\n`);
     process.stdout.write(out);
     return 0;
-  } catch (e) {
-    const err = e as grpc.ServiceError;
-    // The server's own refusals carry its x-castellan-error trailer; a missing connection does not.
-    const answered = (err.metadata?.get(ERROR_TRAILER).length ?? 0) > 0;
-    if (!answered && (err.code === grpc.status.UNAVAILABLE || err.code === grpc.status.DEADLINE_EXCEEDED)) {
-      process.stderr.write(`castellan ca ${sub}: cannot reach the CA server's admin API at ${socket} (${err.details || err.message}); is "castellan server" running with this --data-dir or --admin-socket?\n`);
-      return 3;
-    }
-    process.stderr.write(`castellan ca ${sub}: ${err.details || err.message}\n`);
-    return 1;
-  } finally {
-    client.close();
-  }
+  });
 }
 
 function toJson(m: object): unknown {
